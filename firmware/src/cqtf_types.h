@@ -1,0 +1,83 @@
+/*
+ * cqtf_types.h - the contract between the host packer (host/pack/) and the firmware.
+ *
+ * The packer writes a header `cqtf_model.h` that fills these structures; the firmware only
+ * executes them. Every float-to-integer conversion (scales, multipliers, shifts) happens on the
+ * host: the firmware sees integers only.
+ *
+ * Tensors are int8, batch 1, laid out NHWC (height, width, channels; channels fastest).
+ * A flat vector of N features is the shape {h=1, w=1, c=N}.
+ */
+#ifndef CQTF_TYPES_H
+#define CQTF_TYPES_H
+
+#include <stdint.h>
+
+/* Bumped whenever the meaning of a field below changes; the packer writes the same number. */
+#define CQTF_FORMAT_VERSION 1u
+
+typedef enum {
+    CQTF_OK = 0,
+    CQTF_ERR_BAD_LAYER = 1,   /* unknown op or inconsistent shapes in the layer table */
+    CQTF_ERR_BAD_REQUEST = 2  /* e.g. a layer index past the end of the model */
+} cqtf_status_t;
+
+typedef enum {
+    CQTF_OP_CONV2D = 1,          /* weights [out_c][kernel_h][kernel_w][in_c], bias [out_c] */
+    CQTF_OP_MAXPOOL2D = 2,       /* no weights; output quantization equals input quantization */
+    CQTF_OP_FULLY_CONNECTED = 3  /* weights [out_c][in_h*in_w*in_c] (input flattened NHWC), bias [out_c] */
+} cqtf_op_t;
+
+typedef struct {
+    uint16_t h;
+    uint16_t w;
+    uint16_t c;
+} cqtf_shape_t;
+
+/*
+ * Integer requantization of one layer (int8 affine, TFLite Micro compatible):
+ *   acc  = bias[oc] + sum (in + input_offset) * weight          (int32, cannot overflow for int8
+ *                                                                  operands and < 2^16 products)
+ *   out  = requantize(acc, multiplier[oc], shift[oc]) + output_offset
+ *   out  = clamp(out, act_min, act_max)                         (a fused ReLU is act_min = zero point)
+ * requantize() is TFLite Micro's MultiplyByQuantizedMultiplier with double rounding, see
+ * kernels/cqtf_requant.h; a positive shift is a left shift.
+ * For MAXPOOL2D only act_min/act_max are used.
+ */
+typedef struct {
+    int32_t input_offset;      /* minus the input zero point, in [-127, 128] */
+    int32_t output_offset;     /* the output zero point, in [-128, 127] */
+    int32_t act_min;           /* in [-128, 127], act_min <= act_max */
+    int32_t act_max;
+    const int32_t *multiplier; /* [out_c], Q31 in [2^30, 2^31) or 0 */
+    const int32_t *shift;      /* [out_c], in [-31, 30] */
+} cqtf_quant_t;
+
+typedef struct {
+    uint8_t op;          /* cqtf_op_t */
+    uint8_t kernel_h;    /* conv, pool */
+    uint8_t kernel_w;
+    uint8_t stride_h;
+    uint8_t stride_w;
+    uint8_t pad_top;     /* conv, pool: rows/cols of implicit padding before the first input */
+    uint8_t pad_left;    /* (padding contributes nothing to a conv sum and is skipped by a pool) */
+    cqtf_shape_t in;
+    cqtf_shape_t out;
+    const int8_t *weights;  /* NULL for MAXPOOL2D */
+    const int32_t *bias;    /* NULL for MAXPOOL2D */
+    cqtf_quant_t quant;
+} cqtf_layer_t;
+
+typedef struct {
+    uint8_t format_version;     /* CQTF_FORMAT_VERSION of the packer that wrote it */
+    uint8_t hash[8];            /* first 8 bytes of the host model's SHA-256 (host/pack) */
+    const char *name;           /* e.g. "digits_cnn" */
+    const char *profile;        /* device profile, e.g. "int8" */
+    uint16_t input_size;        /* bytes of the input tensor */
+    uint16_t output_size;       /* bytes of the final output tensor */
+    uint16_t tensor_max;        /* bytes of the largest tensor (input included) */
+    uint16_t num_layers;
+    const cqtf_layer_t *layers;
+} cqtf_model_t;
+
+#endif /* CQTF_TYPES_H */

@@ -1,0 +1,174 @@
+"""The `cqtf` command: train, pack, build, emulate, validate, or run them all."""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from cqtf.errors import CqtfError, MismatchFound
+from cqtf.pipeline import DEFAULT_BOARD, ModelDir
+
+DEFAULT_OUT = "runs/default"
+
+
+def _progress(phase: str, epoch: int, epochs: int, loss: float) -> None:
+    if epoch == epochs or epoch % 10 == 0:
+        click.echo(f"  {phase:9s} epoch {epoch:3d}/{epochs}  loss {loss:.4f}", err=True)
+
+
+def _board_option(f):
+    return click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Target board (emulated or real).")(f)
+
+
+def _model_dir_option(f):
+    return click.option("--model-dir", "--model", "model_dir", type=click.Path(file_okay=False, path_type=Path),
+                        required=True, help="Model directory written by `cqtf train`.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cqtf")
+def cli():
+    """Train quantized networks with the device's exact arithmetic, deploy them, validate them on the device."""
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True, help="'digits' or a PATH.npz.")
+@click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Architecture from the zoo.")
+@click.option("--profile", default="int8", show_default=True, help="Device arithmetic profile.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
+def train(dataset, model_name, profile, out, epochs):
+    """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
+    from cqtf.pipeline import train_stage
+
+    click.echo(f"training {model_name} on {dataset} for profile {profile}", err=True)
+    summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress)
+    click.echo(f"float accuracy {summary['float_accuracy']:.4f}, host (device-exact) accuracy "
+               f"{summary['host_accuracy']:.4f}, model {summary['model_hash'][:16]} -> {out}")
+
+
+@cli.command()
+@_model_dir_option
+def pack(model_dir):
+    """Write the packed C header (MODEL_DIR/cqtf_model.h) from MODEL_DIR/model.npz."""
+    from cqtf.pipeline import pack_stage
+
+    click.echo(f"wrote {pack_stage(ModelDir(model_dir))}")
+
+
+@cli.command()
+@_model_dir_option
+@_board_option
+def build(model_dir, board):
+    """Compile the firmware for BOARD with the packed model (PlatformIO, offline)."""
+    from cqtf.pipeline import build_stage
+
+    click.echo(f"built {build_stage(ModelDir(model_dir), board)}")
+
+
+@cli.command()
+@_model_dir_option
+@_board_option
+@click.option("--serial", "serial_spec", default=None, help="tcp:PORT to listen on (default: a free port).")
+def emulate(model_dir, board, serial_spec):
+    """Start an emulated board running MODEL_DIR's firmware; stays up until Ctrl-C."""
+    import time
+
+    from cqtf.emulator import emulate as start_emulator
+    from cqtf.pipeline import build_stage
+
+    port = _tcp_port(serial_spec)
+    elf = build_stage(ModelDir(model_dir), board)
+    with start_emulator(board, elf, port=port) as device:
+        click.echo(f"{board} running {elf}; serial at {device.url}  (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            while device.running():
+                time.sleep(0.5)
+
+
+def _tcp_port(spec: str | None) -> int | None:
+    if spec is None:
+        return None
+    if not spec.startswith("tcp:") or not spec[4:].isdigit():
+        raise click.BadParameter(f"'{spec}' is not tcp:PORT", param_hint="--serial")
+    return int(spec[4:])
+
+
+@cli.command()
+@click.option("--port", "url", required=True, help="Serial device path or URL (socket://host:port, rfc2217://...).")
+@_model_dir_option
+@click.option("--data", default=None, help="'digits' or PATH.npz (default: the data set the model was trained on).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory (default: the model directory).")
+@click.option("--baud", default=115200, show_default=True)
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each reply.")
+def validate(url, model_dir, data, out, baud, timeout):
+    """Validate a running device (real or emulated) against MODEL_DIR's model, sample by sample."""
+    from cqtf.jobs import validate_on_port
+
+    report = validate_on_port(url, ModelDir(model_dir), data, out or model_dir, baud=baud, timeout=timeout)
+    _finish(report, out or model_dir)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--model", "model_name", default="digits_cnn", show_default=True)
+@click.option("--profile", default="int8", show_default=True)
+@_board_option
+@click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
+def run(out, dataset, model_name, profile, board, epochs):
+    """Train, pack, build, boot the emulated board, validate every test sample, report."""
+    from cqtf.jobs import run_all
+
+    report = run_all(out, dataset, model_name, profile, board, epochs, _progress)
+    _finish(report, out)
+
+
+def _finish(report: dict, out: Path) -> None:
+    click.echo(summary_text(report))
+    click.echo(f"report: {out / 'report.json'}, {out / 'report.md'}")
+    if report["mismatched_samples"]:
+        raise MismatchFound(f"{report['mismatched_samples']} of {report['samples']} samples differ between device "
+                            f"and host simulation", f"see {out / 'report.md'} for the first differing layer and element")
+
+
+def summary_text(report: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    return "\n".join([
+        f"model {report['model']} ({report['profile']}) on {report['board']}, hash {report['model_hash'][:16]}",
+        f"  float accuracy   {pct(report['float_accuracy'])}",
+        f"  host accuracy    {pct(report['host_accuracy'])}   (integer simulation used in training)",
+        f"  device accuracy  {pct(report['device_accuracy'])}",
+        f"  samples {report['samples']}, mismatched {report['mismatched_samples']}, link errors {report['link_errors']}",
+        f"  throughput {report['throughput_samples_per_s']} samples/s, "
+        f"{report['instructions_per_inference']} instructions per inference",
+    ])
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except CqtfError as e:
+        click.echo(f"error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"  hint: {e.hint}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

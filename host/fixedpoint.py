@@ -1,0 +1,91 @@
+"""Integer requantization exactly as the device does it (int8 affine, TFLite Micro compatible).
+
+The C twin is firmware/src/kernels/cqtf_requant.h; tests check the two agree bit for bit.
+All array math is in int64 numpy, where every intermediate below fits (|acc * M| < 2^62).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """Split a positive real multiplier into a Q31 mantissa and a power-of-two shift (TFLM's QuantizeMultiplier).
+
+    Returns (multiplier, shift) with real ~= multiplier * 2^(shift - 31); shift > 0 is a left shift.
+    """
+    if real_multiplier < 0:
+        raise ValueError(f"multiplier must be >= 0, got {real_multiplier}")
+    if real_multiplier == 0.0:
+        return 0, 0
+    mantissa, shift = math.frexp(real_multiplier)  # mantissa in [0.5, 1)
+    q_fixed = int(math.floor(mantissa * 2**31 + 0.5))  # round half away from zero (mantissa > 0)
+    if q_fixed == 2**31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return INT32_MAX, 30
+    return q_fixed, shift
+
+
+def effective_scale(input_scale: np.float32, weight_scale: np.float32, output_scale: np.float32) -> float:
+    """The real multiplier of a layer, computed as TFLM does: double products of float32 scales."""
+    return float(input_scale) * float(weight_scale) / float(output_scale)
+
+
+def _trunc_div_pow2(x: np.ndarray, bits: int) -> np.ndarray:
+    """x / 2^bits rounded toward zero, like C integer division."""
+    return np.sign(x) * (np.abs(x) >> bits)
+
+
+def requantize(acc, multiplier, shift) -> np.ndarray:
+    """TFLM MultiplyByQuantizedMultiplier with double rounding, elementwise and broadcasting.
+
+    1. x = acc * 2^max(shift, 0), saturated to int32 (cqtf's defined behaviour where C would overflow);
+    2. SaturatingRoundingDoublingHighMul(x, multiplier): round(x * M / 2^31); gemmlowp's nudge rounds
+       positive ties up and negative ties toward zero;
+    3. RoundingDivideByPOT(max(-shift, 0)): round to nearest, ties away from zero.
+    Step 2 then 3 round twice, which is what makes TFLM differ from TFLite's single rounding.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    m = np.asarray(multiplier, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(s, 0)
+    right = np.maximum(-s, 0)
+    x = np.clip(acc * (np.int64(1) << left), INT32_MIN, INT32_MAX)
+    product = x * m
+    nudge = np.where(product >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    high = _trunc_div_pow2(product + nudge, 31)
+    high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
+    mask = (np.int64(1) << right) - 1
+    remainder = high & mask
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + (remainder > threshold)
+
+
+def requantize_scalar(acc: int, multiplier: int, shift: int) -> int:
+    """The same as `requantize` in plain Python integers: an independent oracle for tests."""
+    left, right = max(shift, 0), max(-shift, 0)
+    x = min(max(acc * (1 << left), INT32_MIN), INT32_MAX)
+    if x == INT32_MIN and multiplier == INT32_MIN:
+        high = INT32_MAX
+    else:
+        product = x * multiplier
+        nudge = (1 << 30) if product >= 0 else 1 - (1 << 30)
+        total = product + nudge
+        high = abs(total) // (1 << 31) * (1 if total >= 0 else -1)
+    if right == 0:
+        return high
+    quotient = high // (1 << right)  # floor division, like an arithmetic shift
+    remainder = high - quotient * (1 << right)
+    half = 1 << (right - 1)
+    # round half away from zero: a positive tie rounds up, a negative tie rounds down (toward -inf is floor)
+    if remainder > half or (remainder == half and high >= 0):
+        quotient += 1
+    return quotient

@@ -1,0 +1,63 @@
+"""Whole jobs: validate a device on a port, and the one-command run (train to report)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cqtf.errors import DeviceError
+from cqtf.link.device import Device
+from cqtf.link.transport import open_port
+from cqtf.pipeline import ModelDir, build_stage, pack_stage, test_split, train_stage
+from cqtf.report import build_report, write_report
+from cqtf.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+def validate_on_port(url: str, model_dir: ModelDir, data: str | None, out: Path, *, baud: int = 115200,
+                     timeout: float = 5.0, instructions_per_tick: float | None = None) -> dict:
+    """Validate the device behind `url` against the model directory; writes and returns the report."""
+    model = model_dir.load_model()
+    training = model_dir.load_training()
+    data = data or training.get("dataset", "digits")
+    x_test, y_test = test_split(model, data)
+    port = open_port(url, baudrate=baud)
+    try:
+        device = Device(port, timeout=timeout)
+        device.sync()
+        result = validate(device, model, x_test, y_test)
+    finally:
+        port.close()
+    if instructions_per_tick is None:
+        instructions_per_tick = _instructions_per_tick(result.device_info.board)
+    report = build_report(
+        result, model_hash=model.hash(), dataset=data, model_name=model.name, profile=model.profile,
+        num_classes=model.num_classes, float_accuracy=training.get("float_accuracy"),
+        training_host_accuracy=training.get("host_accuracy"), instructions_per_tick=instructions_per_tick)
+    write_report(report, Path(out))
+    return report
+
+
+def _instructions_per_tick(board: str) -> float | None:
+    """Only an emulated board's timer counts instructions (QEMU -icount); a real board's counts time."""
+    from cqtf.emulator import BOARDS
+
+    spec = BOARDS.get(board)
+    return getattr(spec, "instructions_per_tick", None) if spec else None
+
+
+def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, epochs=None,
+            progress=lambda *a: None) -> dict:
+    from cqtf.emulator import emulate
+
+    model_dir = ModelDir(Path(out))
+    log.info("training")
+    train_stage(dataset, model_name, profile, model_dir, epochs, progress)
+    pack_stage(model_dir)
+    elf = build_stage(model_dir, board)
+    with emulate(board, elf) as device:
+        try:
+            return validate_on_port(device.url, model_dir, dataset, model_dir.root)
+        except DeviceError as e:
+            e.message += f" (emulator log: {device.log_path})"
+            raise

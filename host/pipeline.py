@@ -1,0 +1,90 @@
+"""The stages of a cqtf job, each reading the previous stage's files from a model directory.
+
+A model directory holds: model.npz (the integer model), train.json (training figures),
+cqtf_model.h (the packed header), firmware/<board>/ (builds), report.json/.md, confusion.png.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cqtf.data import InputQuant, load_dataset
+from cqtf.errors import DataError
+from cqtf.model_ir import IntModel
+from cqtf.pack.header import HEADER_NAME, write_header
+
+log = logging.getLogger(__name__)
+DEFAULT_BOARD = "mps2-an386"
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.npz"
+
+    @property
+    def train_json(self) -> Path:
+        return self.root / "train.json"
+
+    @property
+    def header(self) -> Path:
+        return self.root / HEADER_NAME
+
+    def build_root(self, board: str) -> Path:
+        return self.root / "firmware" / board
+
+    def load_model(self) -> IntModel:
+        return IntModel.load(self.model)
+
+    def load_training(self) -> dict:
+        if not self.train_json.exists():
+            return {}
+        try:
+            return json.loads(self.train_json.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{self.train_json} is corrupt ({e})", "re-run `cqtf train`") from None
+
+
+def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
+                progress=lambda *a: None) -> dict:
+    from cqtf.train.trainer import TrainConfig, train  # torch is slow to import: only when training
+
+    if profile != "int8":
+        raise DataError(f"profile '{profile}' is not available yet", "use --profile int8")
+    data = load_dataset(dataset)
+    config = TrainConfig(model=model, profile=profile)
+    if epochs:
+        config.float_epochs, config.quant_epochs = epochs
+    result = train(data, config, progress)
+    out.root.mkdir(parents=True, exist_ok=True)
+    result.int_model.save(out.model)
+    summary = result.summary(dataset)
+    out.train_json.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def pack_stage(model_dir: ModelDir) -> Path:
+    return write_header(model_dir.load_model(), model_dir.root)
+
+
+def build_stage(model_dir: ModelDir, board: str) -> Path:
+    from cqtf.firmware_build import build_firmware
+
+    if not model_dir.header.exists():
+        pack_stage(model_dir)
+    return build_firmware(board, model_dir.root.resolve(), model_dir.build_root(board).resolve())
+
+
+def test_split(model: IntModel, data: str):
+    """The test inputs as the model expects them (its own input quantization) and their labels."""
+    quant = InputQuant(model.input_scale, model.input_zero_point)
+    dataset = load_dataset(data, input_quant=quant)
+    if dataset.input_shape != tuple(model.input_shape):
+        raise DataError(f"data '{data}' has samples of shape {dataset.input_shape}, the model takes "
+                        f"{tuple(model.input_shape)}", "validate with the data set the model was trained on")
+    return dataset.x_test, dataset.y_test

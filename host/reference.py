@@ -1,0 +1,84 @@
+"""The host reference of the firmware: runs an IntModel in int64 numpy, batch-wise, NHWC.
+
+Each function mirrors one C kernel in firmware/src/kernels/ and must match it bit for bit:
+it is the "host simulation" that validation compares the device against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from cqtf.fixedpoint import requantize
+from cqtf.model_ir import IntLayer, IntModel
+
+
+def _padded(x: np.ndarray, layer: IntLayer, fill: int) -> np.ndarray:
+    """Pad (N, H, W, C) so every window of the layer lies inside; bottom/right follow from out_shape."""
+    (kh, kw), (sh, sw), (top, left) = layer.kernel, layer.stride, layer.pad
+    out_h, out_w, _ = layer.out_shape
+    need_h = (out_h - 1) * sh + kh
+    need_w = (out_w - 1) * sw + kw
+    bottom = max(need_h - top - x.shape[1], 0)
+    right = max(need_w - left - x.shape[2], 0)
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+
+
+def _windows(x: np.ndarray, layer: IntLayer):
+    """Yield (ky, kx, view of shape (N, out_h, out_w, C)) for every kernel position."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    out_h, out_w, _ = layer.out_shape
+    for ky in range(kh):
+        for kx in range(kw):
+            yield ky, kx, x[:, ky: ky + (out_h - 1) * sh + 1: sh, kx: kx + (out_w - 1) * sw + 1: sw, :]
+
+
+def _requantize_clamp(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
+    out = requantize(acc, layer.multiplier, layer.shift) + layer.output_offset
+    return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
+
+
+def conv2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+    # Padding positions are skipped on the device; adding the offset first and padding with 0 is the same.
+    shifted = _padded(x.astype(np.int64) + layer.input_offset, layer, fill=0)
+    weights = layer.weights.astype(np.int64)  # (O, KH, KW, I)
+    acc = np.zeros((x.shape[0],) + tuple(layer.out_shape), dtype=np.int64)
+    for ky, kx, window in _windows(shifted, layer):
+        acc += window @ weights[:, ky, kx, :].T
+    return _requantize_clamp(acc + layer.bias.astype(np.int64), layer)
+
+
+def maxpool2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+    padded = _padded(x.astype(np.int64), layer, fill=np.iinfo(np.int64).min)
+    out = np.full((x.shape[0],) + tuple(layer.out_shape), np.iinfo(np.int64).min, dtype=np.int64)
+    for _, _, window in _windows(padded, layer):
+        out = np.maximum(out, window)
+    return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
+
+
+def fully_connected(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+    flat = x.reshape(x.shape[0], -1).astype(np.int64) + layer.input_offset  # NHWC order
+    acc = flat @ layer.weights.astype(np.int64).T + layer.bias.astype(np.int64)
+    return _requantize_clamp(acc, layer).reshape((x.shape[0],) + tuple(layer.out_shape))
+
+
+KERNELS = {"conv2d": conv2d, "maxpool2d": maxpool2d, "fully_connected": fully_connected}
+
+
+def run_layers(model: IntModel, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's int8 output for a batch x of shape (N, H, W, C) int8."""
+    if x.ndim == 3:
+        x = x[None]
+    outputs = []
+    for layer in model.layers:
+        x = KERNELS[layer.kind](x, layer)
+        outputs.append(x)
+    return outputs
+
+
+def run(model: IntModel, x: np.ndarray) -> np.ndarray:
+    """Final int8 outputs, flattened: (N, output_size)."""
+    return run_layers(model, x)[-1].reshape(x.shape[0] if x.ndim == 4 else 1, -1)
+
+
+def predict(outputs: np.ndarray) -> np.ndarray:
+    """Class = index of the largest int8 output; ties go to the lowest index (as numpy.argmax)."""
+    return np.argmax(outputs.astype(np.int32), axis=1)

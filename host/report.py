@@ -1,0 +1,131 @@
+"""Validation reports: JSON for machines, Markdown and a PNG confusion matrix for people."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from cqtf.validate import ValidationResult
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def build_report(result: ValidationResult, *, model_hash: str, dataset: str, model_name: str, profile: str,
+                 num_classes: int, float_accuracy: float | None = None,
+                 training_host_accuracy: float | None = None, instructions_per_tick: float | None = None) -> dict:
+    """The report as a dict; the keys of the checking contract come first."""
+    mismatched = int(result.mismatched.sum())
+    confusion = confusion_matrix(result.labels, result.device_predictions, num_classes)
+    per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).round(4).tolist()
+    mean_ticks = float(result.ticks.mean()) if len(result.ticks) else 0.0
+    report = {
+        "float_accuracy": float_accuracy,
+        "host_accuracy": result.host_accuracy,
+        "device_accuracy": result.device_accuracy,
+        "samples": result.samples,
+        "mismatched_samples": mismatched,
+        "board": result.device_info.board,
+        "model_hash": model_hash,
+        "dataset": dataset,
+        "model": model_name,
+        "profile": profile,
+        "training_host_accuracy": training_host_accuracy,
+        "bit_exact": mismatched == 0,
+        "prediction_disagreements": int((result.device_predictions != result.host_predictions).sum()),
+        "throughput_samples_per_s": round(result.samples / result.seconds, 2) if result.seconds else None,
+        "validation_seconds": round(result.seconds, 3),
+        "ticks_per_inference": mean_ticks,
+        "instructions_per_inference": round(mean_ticks * instructions_per_tick) if instructions_per_tick else None,
+        "firmware_version": result.device_info.firmware_version,
+        "device_model_hash": result.device_info.model_hash,
+        "link_errors": result.link.errors,
+        "link_stats": asdict(result.link),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "mismatches": [asdict(m) for m in result.mismatches],
+    }
+    return report
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def render_markdown(report: dict) -> str:
+    verdict = "bit-exact: every device output equals the host simulation" if report["bit_exact"] else (
+        f"**{report['mismatched_samples']} of {report['samples']} samples differ from the host simulation**")
+    lines = [
+        f"# cqtf validation: {report['model']} ({report['profile']}) on {report['board']}",
+        "",
+        f"{verdict}.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| float accuracy (float network, same inputs) | {_pct(report['float_accuracy'])} |",
+        f"| host accuracy (integer simulation = training) | {_pct(report['host_accuracy'])} |",
+        f"| device accuracy | {_pct(report['device_accuracy'])} |",
+        f"| samples | {report['samples']} |",
+        f"| mismatched samples (any output byte) | {report['mismatched_samples']} |",
+        f"| predictions that differ | {report['prediction_disagreements']} |",
+        f"| throughput | {report['throughput_samples_per_s']} samples/s |",
+        f"| instructions per inference | {report['instructions_per_inference']} |",
+        f"| link errors | {report['link_errors']} |",
+        f"| model hash | `{report['model_hash'][:16]}` |",
+        f"| firmware | {report['firmware_version']} |",
+        "",
+        "Per-class device accuracy: " + ", ".join(f"{c}: {a:.3f}" for c, a in enumerate(report["per_class_accuracy"])),
+        "",
+        "![confusion matrix](confusion.png)",
+    ]
+    if report["mismatches"]:
+        lines += ["", "## First differing layer and element", "",
+                  "| sample | layer | kind | element (h, w, c) | device | host | differing elements |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m['sample']} | {m['layer']} | {m['layer_kind']} | {tuple(m['element'])} | {m['device_value']} "
+                  f"| {m['host_value']} | {m['differing_elements']} |" for m in report["mismatches"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xlabel("device prediction")
+    ax.set_ylabel("label")
+    ax.set_xticks(range(matrix.shape[0]))
+    ax.set_yticks(range(matrix.shape[0]))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a report."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(report: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(np.array(report["confusion_matrix"]), f"{report['model']} on {report['board']}: device",
+                   out_dir / "confusion.png")
+    write_atomic(out_dir / "report.md", render_markdown(report))
+    write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    return out_dir / "report.json"

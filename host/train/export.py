@@ -1,0 +1,64 @@
+"""Turn a trained cqtf network into the IntModel the device runs (device layout, NHWC)."""
+from __future__ import annotations
+
+import numpy as np
+
+from cqtf.model_ir import IntLayer, IntModel
+from cqtf.train.layers import QParams, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+from cqtf.train.model import QuantSequential
+
+
+def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _requant_fields(p, in_qp: QParams) -> dict:
+    return dict(
+        input_offset=-in_qp.zero_point, output_offset=p.out_qparams.zero_point,
+        act_min=p.act_min, act_max=p.act_max,
+        bias=p.bias.numpy().astype(np.int32), multiplier=p.multiplier, shift=p.shift,
+        scales={"input": float(in_qp.scale), "weights": p.weight_scales.tolist(), "output": float(p.out_qparams.scale)},
+    )
+
+
+def export(model: QuantSequential, input_shape, num_classes: int, profile: str = "int8") -> IntModel:
+    shape = tuple(input_shape)  # (H, W, C)
+    qp = model.input_qparams
+    flattened_from = None  # the (H, W, C) shape a QuantFlatten flattened in NCHW order
+    layers: list[IntLayer] = []
+    for layer in model.layers:
+        if isinstance(layer, QuantConv2d):
+            p = layer.integer_params(qp)
+            conv = layer.inner
+            (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+            out = (_conv_out(shape[0], kh, sh, ph), _conv_out(shape[1], kw, sw, pw), conv.out_channels)
+            weights = p.weights.numpy().astype(np.int8).transpose(0, 2, 3, 1)  # OIHW -> OHWI
+            layers.append(IntLayer("conv2d", shape, out, (kh, kw), (sh, sw), (ph, pw),
+                                   weights=np.ascontiguousarray(weights), **_requant_fields(p, qp)))
+            shape, qp = out, p.out_qparams
+        elif isinstance(layer, QuantMaxPool2d):
+            k, s, pad = layer.kernel_size, layer.stride, layer.padding
+            out = (_conv_out(shape[0], k, s, pad), _conv_out(shape[1], k, s, pad), shape[2])
+            layers.append(IntLayer("maxpool2d", shape, out, (k, k), (s, s), (pad, pad),
+                                   input_offset=-qp.zero_point, output_offset=qp.zero_point))
+            shape = out
+        elif isinstance(layer, QuantFlatten):
+            flattened_from = shape
+        elif isinstance(layer, QuantLinear):
+            p = layer.integer_params(qp)
+            weights = p.weights.numpy().astype(np.int8)  # (O, features in PyTorch's flatten order)
+            if flattened_from is not None:  # reorder C,H,W columns to the device's H,W,C
+                h, w, c = flattened_from
+                weights = weights.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(weights.shape[0], -1)
+                flattened_from = None
+            out = (1, 1, layer.inner.out_features)
+            layers.append(IntLayer("fully_connected", shape, out,
+                                   weights=np.ascontiguousarray(weights), **_requant_fields(p, qp)))
+            shape, qp = out, p.out_qparams
+        else:
+            raise TypeError(f"cannot export layer {type(layer).__name__}")
+    return IntModel(
+        name=model.name, profile=profile, input_shape=tuple(input_shape),
+        input_scale=float(model.input_qparams.scale), input_zero_point=model.input_qparams.zero_point,
+        output_scale=float(qp.scale), output_zero_point=qp.zero_point, num_classes=num_classes, layers=layers,
+    )

@@ -1,0 +1,82 @@
+"""Networks built from cqtf layers, and the model zoo."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cqtf.data import InputQuant
+from cqtf.errors import DataError
+from cqtf.train.layers import QAct, QParams, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+
+
+class QuantSequential(nn.Module):
+    """A chain of cqtf layers fed with int8 NHWC inputs, as the device receives them."""
+
+    def __init__(self, name: str, layers: list[nn.Module], input_quant: InputQuant):
+        super().__init__()
+        self.name = name
+        self.layers = nn.ModuleList(layers)
+        self.input_qparams = QParams(input_quant.scale, input_quant.zero_point)
+
+    def set_quantized(self, quantized: bool) -> None:
+        for layer in self.layers:
+            layer.quantized = quantized
+
+    def set_calibrating(self, calibrating: bool) -> None:
+        for layer in self.layers:
+            if hasattr(layer, "observer"):
+                layer.observer.calibrating = calibrating
+
+    @property
+    def quantized(self) -> bool:
+        return any(getattr(layer, "quantized", False) for layer in self.layers)
+
+    def input_act(self, x_int8: torch.Tensor) -> QAct:
+        q = x_int8.long().permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        value = (q.float() - self.input_qparams.zero_point) * float(self.input_qparams.scale)
+        return QAct(value, q if self.quantized else None, self.input_qparams)
+
+    def forward_act(self, x_int8: torch.Tensor) -> QAct:
+        act = self.input_act(x_int8)
+        for layer in self.layers:
+            act = layer(act)
+        return act
+
+    def forward(self, x_int8: torch.Tensor) -> torch.Tensor:
+        """Logits (float; in quantized mode the dequantized device outputs)."""
+        return self.forward_act(x_int8).value
+
+
+def digits_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant) -> QuantSequential:
+    """conv3x3(8)+ReLU, maxpool 2, conv3x3(16)+ReLU, dense: about 25 k MACs for 8x8x1."""
+    h, w, c = input_shape
+    if h % 2 or w % 2:
+        raise DataError(f"digits_cnn needs even input height and width, got {h}x{w}", "pick another model")
+    layers = [
+        QuantConv2d(c, 8, 3, padding=1, relu=True),
+        QuantMaxPool2d(2),
+        QuantConv2d(8, 16, 3, padding=1, relu=True),
+        QuantFlatten(),
+        QuantLinear(16 * (h // 2) * (w // 2), num_classes),
+    ]
+    return QuantSequential("digits_cnn", layers, input_quant)
+
+
+ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn}
+
+
+def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant) -> QuantSequential:
+    if name not in ZOO:
+        raise DataError(f"unknown model '{name}'", f"choose one of: {', '.join(sorted(ZOO))}")
+    return ZOO[name](tuple(input_shape), num_classes, input_quant)
+
+
+def logits_int8(model: QuantSequential, x_int8: np.ndarray) -> np.ndarray:
+    """The quantized model's int8 outputs (N, classes), computed by the training forward pass."""
+    model.eval()
+    with torch.no_grad():
+        act = model.forward_act(torch.from_numpy(x_int8))
+    return act.q.numpy().astype(np.int8)

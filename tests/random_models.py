@@ -1,0 +1,49 @@
+"""Random small integer models and networks for property tests."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cqtf.data import InputQuant
+from cqtf.fixedpoint import quantize_multiplier
+from cqtf.model_ir import IntLayer
+from cqtf.train.layers import QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+from cqtf.train.model import QuantSequential
+
+
+def random_conv_layer(rng, h, w, cin, cout, k, stride, pad, relu) -> IntLayer:
+    out_h, out_w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    zp_out = int(rng.integers(-128, 128))
+    pairs = [quantize_multiplier(float(s)) for s in rng.uniform(1e-4, 0.05, cout)]
+    return IntLayer(
+        "conv2d", (h, w, cin), (out_h, out_w, cout), (k, k), (stride, stride), (pad, pad),
+        input_offset=int(rng.integers(-127, 129)), output_offset=zp_out,
+        act_min=max(zp_out, -128) if relu else -128, act_max=127,
+        weights=rng.integers(-127, 128, (cout, k, k, cin)).astype(np.int8),
+        bias=rng.integers(-(2**15), 2**15, cout).astype(np.int32),
+        multiplier=np.array([m for m, _ in pairs], np.int32), shift=np.array([s for _, s in pairs], np.int32),
+    )
+
+
+def random_network(seed: int, input_shape=(9, 7, 2), stride=1, padding=1, kernel=3) -> QuantSequential:
+    """A randomly initialized network, calibrated on random inputs, in quantized mode."""
+    torch.manual_seed(seed)
+    h, w, c = input_shape
+    quant = InputQuant(np.float32(0.05 + seed % 7 * 0.01), int(seed % 50) - 25)
+    conv = QuantConv2d(c, 4, kernel, stride=stride, padding=padding, relu=bool(seed % 2))
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    ph, pw = (oh + 2 * 1 - 3) // 2 + 1, (ow + 2 * 1 - 3) // 2 + 1
+    layers = [conv, QuantMaxPool2d(3, 2, 1), QuantFlatten(), QuantLinear(4 * ph * pw, 5)]
+    network = QuantSequential("random", layers, quant)
+    x = random_inputs(seed, 32, input_shape)
+    network.eval()
+    network.set_calibrating(True)
+    with torch.no_grad():
+        network(torch.from_numpy(x))
+    network.set_calibrating(False)
+    network.set_quantized(True)
+    return network
+
+
+def random_inputs(seed: int, n: int, shape) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-128, 128, (n,) + tuple(shape)).astype(np.int8)
