@@ -1,0 +1,91 @@
+"""Bad input gets a clear one-line error and a non-zero exit, never a traceback (no device needed)."""
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_clean_error, run_cli
+
+
+def test_unknown_serial_port(trained_dir):
+    proc = run_cli("validate", "--port", "/dev/ttyNOPE0", "--model", trained_dir.root)
+    assert_clean_error(proc, "cannot open serial port /dev/ttyNOPE0")
+
+
+def test_nothing_listening_on_socket(trained_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    proc = run_cli("validate", "--port", f"socket://127.0.0.1:{port}", "--model", trained_dir.root)
+    assert_clean_error(proc, f"127.0.0.1:{port}")
+
+
+@pytest.fixture
+def silent_device():
+    """A TCP peer that accepts and reads, but never answers: a hung or wrong-baud device."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        if not conn.recv(4096):
+                            break
+                    except OSError:
+                        continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"socket://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_silent_device_times_out(trained_dir, silent_device, tmp_path):
+    proc = run_cli("validate", "--port", silent_device, "--model", trained_dir.root, "--timeout", "0.3",
+                   "--out", tmp_path)
+    assert_clean_error(proc, "did not answer INFO")
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_corrupt_data_file(trained_dir, silent_device, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    proc = run_cli("validate", "--port", silent_device, "--model", trained_dir.root, "--data", bad)
+    assert_clean_error(proc, "cannot read", "bad.npz")
+
+
+def test_data_of_the_wrong_shape(trained_dir, silent_device, tmp_path):
+    path = tmp_path / "wrong.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.random((10, 5, 5)), y_train=np.arange(10) % 3,
+             x_test=rng.random((4, 5, 5)), y_test=np.arange(4) % 3)
+    proc = run_cli("validate", "--port", silent_device, "--model", trained_dir.root, "--data", path)
+    assert_clean_error(proc, "shape (5, 5, 1)", "(8, 8, 1)")
+
+
+def test_missing_model_directory(tmp_path):
+    proc = run_cli("pack", "--model-dir", tmp_path / "nothing")
+    assert_clean_error(proc, "model file not found", "cqtf train")
+
+
+def test_unknown_dataset(tmp_path):
+    proc = run_cli("train", "--dataset", "imagenet", "--out", tmp_path)
+    assert_clean_error(proc, "unknown data set 'imagenet'")
+
+
+def test_unknown_model(tmp_path):
+    proc = run_cli("train", "--model", "resnet152", "--out", tmp_path)
+    assert_clean_error(proc, "unknown model 'resnet152'", "digits_cnn")
