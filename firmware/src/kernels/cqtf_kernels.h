@@ -1,0 +1,83 @@
+/*
+ * cqtf_kernels.h - int8 reference kernels (slow and obvious, named indices).
+ *
+ * Every kernel executes one entry of the packed layer table (cqtf_types.h) with the same shape:
+ *   cqtf_status_t cqtf_<op>_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+ *   layer   the layer description; its `op` must match the kernel.
+ *   input   int8 tensor of layer->in, NHWC, in.h * in.w * in.c bytes.
+ *   output  int8 tensor of layer->out, NHWC, out.h * out.w * out.c bytes; must not overlap input.
+ * Returns CQTF_OK, or CQTF_ERR_BAD_LAYER (nothing written) when the layer is inconsistent.
+ * No allocation, no scratch: the caller owns both tensors.
+ *
+ * Bit-exact to TFLite Micro's reference int8 kernels (per-channel quantization, double rounding).
+ */
+#ifndef CQTF_KERNELS_H
+#define CQTF_KERNELS_H
+
+#include <stdint.h>
+
+#include "cqtf_types.h"
+
+/* Products per output above which the int32 accumulator could overflow: every product
+ * (in + input_offset) * w is at most 255 * 128 = 32640 < 2^15 in magnitude, so fewer than 2^16 of
+ * them sum to less than 2^31 (the bias adds to that: the packer keeps it small). */
+#define CQTF_MAX_PRODUCTS 65535u
+
+/* Bytes of a tensor of this shape (32-bit: three uint16 extents may exceed 16 bits). */
+static inline uint32_t cqtf_shape_size(cqtf_shape_t s)
+{
+    return (uint32_t)s.h * (uint32_t)s.w * (uint32_t)s.c;
+}
+
+/* Clamps v to [lo, hi]. */
+static inline int32_t cqtf_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return (v < lo) ? lo : ((v > hi) ? hi : v);
+}
+
+/* Index of element (y, x, c) in an NHWC tensor of shape s (batch 1). */
+static inline uint32_t cqtf_offset(cqtf_shape_t s, uint32_t y, uint32_t x, uint32_t c)
+{
+    return ((y * s.w) + x) * s.c + c;
+}
+
+/* Shared sanity check of a requantizing layer (conv, fully connected): parameters present,
+ * every shift in [-31, 30] (cqtf_requantize is undefined outside), input_offset in range, and
+ * a non-empty int8 clamp range.
+ * Returns 1 when usable. O(out.c): cheap next to the MACs. */
+static inline int cqtf_requant_params_ok(const cqtf_layer_t *layer)
+{
+    const cqtf_quant_t *q = &layer->quant;
+    uint32_t oc;
+
+    if (layer->weights == 0 || layer->bias == 0 || q->multiplier == 0 || q->shift == 0) {
+        return 0;
+    }
+    if (q->act_min < -128 || q->act_max > 127 || q->act_min > q->act_max) {
+        return 0;
+    }
+    if (q->input_offset < -127 || q->input_offset > 128) {
+        return 0; /* CQTF_MAX_PRODUCTS relies on |in + input_offset| <= 255 */
+    }
+    for (oc = 0; oc < layer->out.c; ++oc) {
+        if (q->shift[oc] < -31 || q->shift[oc] > 30) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* CONV2D: weights [out.c][kernel_h][kernel_w][in.c], bias [out.c], per-channel requantization.
+ * Out-of-range (padding) positions are skipped. */
+cqtf_status_t cqtf_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+
+/* MAXPOOL2D: max over the in-range positions of each window, clamped to act_min/act_max;
+ * out.c == in.c, and every window must overlap the input. */
+cqtf_status_t cqtf_maxpool2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+
+/* FULLY_CONNECTED: input flattened (NHWC order) to in.h * in.w * in.c features;
+ * weights [out.c][in features], bias [out.c]; out = {1, 1, out.c}. */
+cqtf_status_t cqtf_fully_connected_s8(const cqtf_layer_t *layer, const int8_t *input,
+                                      int8_t *output);
+
+#endif /* CQTF_KERNELS_H */

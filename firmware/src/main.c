@@ -1,0 +1,56 @@
+/* main.c - the firmware's loop: bytes in, COBS frames out of them, one response per request. */
+#include <stdint.h>
+
+#include "board.h"
+#include "link/cqtf_cobs.h"
+#include "server.h"
+
+static uint8_t rx_frame[CQTF_SERVER_REQ_FRAME_MAX];
+static uint8_t tx_frame[CQTF_SERVER_RESP_FRAME_MAX];
+static uint8_t tx_wire[CQTF_SERVER_WIRE_MAX];
+
+/* Frames dropped without an answer (docs/protocol.md); kept for a debugger, not reported. */
+static struct {
+    uint32_t overflow;  /* longer than rx_frame */
+    uint32_t malformed; /* COBS run cut short */
+    uint32_t rejected;  /* too short or bad CRC */
+} link_drops;
+
+static void respond(uint32_t req_len)
+{
+    const uint32_t resp_len = cqtf_server_handle(rx_frame, req_len, tx_frame);
+    uint32_t wire_len;
+
+    if (resp_len == 0) {
+        ++link_drops.rejected;
+        return;
+    }
+    wire_len = cqtf_cobs_encode(tx_frame, resp_len, tx_wire, sizeof(tx_wire) - 1u);
+    tx_wire[wire_len++] = 0x00; /* delimiter; the buffer is sized so encoding cannot fail */
+    board_uart_write(tx_wire, wire_len);
+}
+
+int main(void)
+{
+    cqtf_cobs_decoder_t decoder;
+
+    board_init();
+    cqtf_cobs_decoder_init(&decoder, rx_frame, sizeof(rx_frame));
+    for (;;) {
+        uint32_t len = 0;
+
+        switch (cqtf_cobs_decoder_feed(&decoder, board_uart_read_byte(), &len)) {
+        case CQTF_COBS_FRAME:
+            respond(len);
+            break;
+        case CQTF_COBS_OVERFLOW:
+            ++link_drops.overflow;
+            break;
+        case CQTF_COBS_MALFORMED:
+            ++link_drops.malformed;
+            break;
+        default:
+            break;
+        }
+    }
+}

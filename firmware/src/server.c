@@ -1,0 +1,143 @@
+/* server.c - request dispatch: INFO, INFER, ECHO, and ERROR replies (docs/protocol.md). */
+#include "server.h"
+
+#include <string.h>
+
+#include "board.h"
+#include "engine.h"
+
+/* INFO reports max_payload as a u16 and INFER's layer index is a u8: refuse models beyond that. */
+typedef char server_payload_fits_u16[(CQTF_SERVER_MAX_PAYLOAD <= 0xFFFFu) ? 1 : -1];
+typedef char server_layers_fit_u8[(CQTF_MODEL_NUM_LAYERS <= 0xFFu) ? 1 : -1];
+
+static void put_u16(uint8_t *out, uint32_t v)
+{
+    out[0] = (uint8_t)(v & 0xFFu);
+    out[1] = (uint8_t)((v >> 8) & 0xFFu);
+}
+
+static void put_u32(uint8_t *out, uint32_t v)
+{
+    put_u16(out, v & 0xFFFFu);
+    put_u16(out + 2, v >> 16);
+}
+
+/* Writes a u8 length and up to max_len characters of s; returns the bytes written. */
+static uint32_t put_str(uint8_t *out, const char *s, uint32_t max_len)
+{
+    uint32_t n = 0;
+
+    while (n < max_len && n < 0xFFu && s[n] != '\0') {
+        out[1u + n] = (uint8_t)s[n];
+        ++n;
+    }
+    out[0] = (uint8_t)n;
+    return 1u + n;
+}
+
+/* Turns the response into ERROR: code, then the message as plain ASCII (no length byte). */
+static uint32_t reply_error(uint8_t *type, uint8_t *out, uint8_t code, const char *msg)
+{
+    uint32_t n = 0;
+
+    *type = CQTF_MSG_ERROR;
+    out[0] = code;
+    while (n < CQTF_SERVER_ERROR_RESP_MAX - 1u && msg[n] != '\0') {
+        out[1u + n] = (uint8_t)msg[n];
+        ++n;
+    }
+    return 1u + n;
+}
+
+static uint32_t handle_info(const cqtf_frame_t *req, uint8_t *type, uint8_t *out)
+{
+    uint32_t n = 0;
+
+    if (req->payload_len != 0) {
+        return reply_error(type, out, CQTF_ERROR_BAD_LENGTH, "INFO takes no payload");
+    }
+    out[n++] = CQTF_PROTOCOL_VERSION;
+    out[n++] = CQTF_FW_VERSION_MAJOR;
+    out[n++] = CQTF_FW_VERSION_MINOR;
+    out[n++] = CQTF_FW_VERSION_PATCH;
+    out[n++] = cqtf_model.format_version;
+    memcpy(&out[n], cqtf_model.hash, sizeof(cqtf_model.hash));
+    n += sizeof(cqtf_model.hash);
+    put_u16(&out[n], cqtf_model.input_size);
+    n += 2u;
+    put_u16(&out[n], cqtf_model.output_size);
+    n += 2u;
+    out[n++] = (uint8_t)cqtf_model.num_layers;
+    put_u16(&out[n], CQTF_SERVER_MAX_PAYLOAD);
+    n += 2u;
+    n += put_str(&out[n], board_name(), CQTF_SERVER_BOARD_NAME_MAX);
+    n += put_str(&out[n], cqtf_model.name, sizeof(CQTF_MODEL_NAME) - 1u);
+    n += put_str(&out[n], cqtf_model.profile, sizeof(CQTF_MODEL_PROFILE) - 1u);
+    return n;
+}
+
+/* Payload: layer:u8 then the input tensor. Reply: status:u8, ticks:u32, then the tensor. The
+ * ticks span the engine call only (layers and the copy of the result). */
+static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *out)
+{
+    uint8_t layer;
+    uint16_t size = 0;
+    uint32_t t0, t1;
+    cqtf_status_t status;
+
+    if (req->payload_len != 1u + (uint32_t)cqtf_model.input_size) {
+        return reply_error(type, out, CQTF_ERROR_BAD_LENGTH,
+                           "INFER needs layer + input_size bytes");
+    }
+    layer = req->payload[0];
+    if (layer != CQTF_ENGINE_ALL_LAYERS && layer >= cqtf_model.num_layers) {
+        return reply_error(type, out, CQTF_ERROR_BAD_LAYER_INDEX, "layer index past the model");
+    }
+    t0 = board_ticks();
+    status = cqtf_engine_run(&cqtf_model, (const int8_t *)&req->payload[1], layer,
+                             (int8_t *)&out[5], &size);
+    t1 = board_ticks();
+    if (status == CQTF_ERR_BAD_REQUEST) {
+        return reply_error(type, out, CQTF_ERROR_BAD_LAYER_INDEX, "layer index past the model");
+    }
+    if (status != CQTF_OK) {
+        return reply_error(type, out, CQTF_ERROR_MODEL, "engine: inconsistent layer table");
+    }
+    out[0] = (uint8_t)status;
+    put_u32(&out[1], t1 - t0); /* modulo 2^32: correct across a wrap */
+    return 5u + size;
+}
+
+static uint32_t handle_echo(const cqtf_frame_t *req, uint8_t *out)
+{
+    memcpy(out, req->payload, req->payload_len);
+    return req->payload_len;
+}
+
+uint32_t cqtf_server_handle(const uint8_t *req, uint32_t req_len, uint8_t *resp)
+{
+    cqtf_frame_t frame;
+    uint8_t *out = resp + CQTF_FRAME_HEADER;
+    uint8_t type;
+    uint32_t len;
+
+    if (!cqtf_frame_parse(req, req_len, &frame)) {
+        return 0;
+    }
+    type = (uint8_t)(frame.type | CQTF_MSG_RESPONSE);
+    switch (frame.type) {
+    case CQTF_MSG_INFO:
+        len = handle_info(&frame, &type, out);
+        break;
+    case CQTF_MSG_INFER:
+        len = handle_infer(&frame, &type, out);
+        break;
+    case CQTF_MSG_ECHO:
+        len = handle_echo(&frame, out); /* the decoder bounds it to CQTF_SERVER_MAX_PAYLOAD */
+        break;
+    default:
+        len = reply_error(&type, out, CQTF_ERROR_UNKNOWN_TYPE, "unknown request type");
+        break;
+    }
+    return cqtf_frame_build(resp, type, frame.seq, len);
+}
