@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def emulate(model_dir, board, serial_spec):
     with start_emulator(board, elf, port=port) as device:
         click.echo(f"{board} running {elf}; serial at {device.url}  (Ctrl-C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
-            while device.running():
+            while device.is_running():
                 time.sleep(0.5)
 
 

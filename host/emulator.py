@@ -107,13 +107,15 @@ class QemuDevice:
     """
 
     def __init__(self, board: str | Board, log_path: str | Path | None = None,
-                 start_timeout: float = 10.0, extra_args: tuple[str, ...] = ()):
+                 start_timeout: float = 10.0, extra_args: tuple[str, ...] = (),
+                 port: int | None = None):
         self.board = board if isinstance(board, Board) else get_board(board)
         self.log_path = Path(log_path) if log_path else None
         self._temp_log = False  # a log we created is removed on stop() unless an error cites it
         self._log_cited = False
         self.start_timeout = start_timeout
         self.extra_args = tuple(extra_args)
+        self.requested_port = port  # None: pick a free one
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
@@ -157,13 +159,16 @@ class QemuDevice:
             try:
                 return self._launch(elf_path)
             except ToolchainError:
+                if _BIND_FAILED in self.log_tail() and self.requested_port is not None:
+                    raise ToolchainError(f"TCP port {self.requested_port} is already in use",
+                                         hint="choose another --serial tcp:PORT, or stop what holds it") from None
                 if attempt == 2 or _BIND_FAILED not in self.log_tail():
                     raise
                 self._log_cited = False  # that error is not shown: the retry reuses the log
         raise AssertionError("unreachable")
 
     def _launch(self, elf_path: str | Path) -> str:
-        port = _free_port()
+        port = self.requested_port or _free_port()
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 self.command(elf_path, port), stdin=subprocess.DEVNULL, stdout=log,

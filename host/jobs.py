@@ -7,7 +7,7 @@ from pathlib import Path
 from cqtf.errors import DeviceError
 from cqtf.link.device import Device
 from cqtf.link.transport import open_port
-from cqtf.pipeline import ModelDir, build_stage, pack_stage, test_split, train_stage
+from cqtf.pipeline import ModelDir, build_stage, pack_stage, evaluation_split, train_stage
 from cqtf.report import build_report, write_report
 from cqtf.validate import validate
 
@@ -20,7 +20,7 @@ def validate_on_port(url: str, model_dir: ModelDir, data: str | None, out: Path,
     model = model_dir.load_model()
     training = model_dir.load_training()
     data = data or training.get("dataset", "digits")
-    x_test, y_test = test_split(model, data)
+    x_test, y_test = evaluation_split(model, data)
     port = open_port(url, baudrate=baud)
     try:
         device = Device(port, timeout=timeout)

@@ -80,7 +80,7 @@ def build_stage(model_dir: ModelDir, board: str) -> Path:
     return build_firmware(board, model_dir.root.resolve(), model_dir.build_root(board).resolve())
 
 
-def test_split(model: IntModel, data: str):
+def evaluation_split(model: IntModel, data: str):
     """The test inputs as the model expects them (its own input quantization) and their labels."""
     quant = InputQuant(model.input_scale, model.input_zero_point)
     dataset = load_dataset(data, input_quant=quant)

@@ -6,7 +6,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from cqtf import reference
 from cqtf.emulator import emulate
 from cqtf.link.device import Device
 from cqtf.link.transport import open_port
-from cqtf.pipeline import DEFAULT_BOARD, ModelDir, build_stage, test_split
+from cqtf.pipeline import DEFAULT_BOARD, ModelDir, build_stage, evaluation_split
 from cqtf.validate import locate_mismatch
 from cli_helpers import assert_clean_error, run_cli
 from conftest import needs
@@ -69,7 +68,8 @@ def test_echo_is_exact_for_every_length_and_byte(device):
     """Catches a UART driver or compiler that duplicates, drops or alters bytes (see the toolchain notes)."""
     rng = np.random.default_rng(0)
     max_payload = device.info().max_payload
-    for length in list(range(0, 40)) + [253, 254, 255, 256, 257, max_payload]:
+    assert max_payload >= 256
+    for length in list(range(0, 40)) + [253, 254, 255, 256, max_payload - 1, max_payload]:
         payload = bytes(rng.integers(0, 256, length, dtype=np.uint8))
         assert device.echo(payload) == payload, length
     assert device.echo(bytes(range(256))[:max_payload]) == bytes(range(256))[:max_payload]
@@ -77,9 +77,17 @@ def test_echo_is_exact_for_every_length_and_byte(device):
     assert device.link_stats.errors == 0, device.link_stats
 
 
+def test_oversized_frame_is_dropped_and_the_link_recovers(device):
+    """A frame longer than the device's buffer must not overflow it nor wedge the decoder."""
+    from cqtf.link.frame import Frame, encode
+
+    device.port.write(encode(Frame(0x03, 0, b"\x55" * (device.info().max_payload + 100))))
+    assert device.echo(b"still here") == b"still here"
+
+
 def test_every_layer_output_equals_the_host_reference(device, trained_dir):
     model = trained_dir.load_model()
-    x_test, _ = test_split(model, "digits")
+    x_test, _ = evaluation_split(model, "digits")
     for i in (0, 1, 359):
         host_layers = reference.run_layers(model, x_test[i: i + 1])
         for k, expected in enumerate(host_layers):
@@ -90,7 +98,7 @@ def test_every_layer_output_equals_the_host_reference(device, trained_dir):
 def test_mismatch_is_localized_to_layer_and_element(device, trained_dir):
     """Perturb one multiplier of layer 2 on the host side: the tool must point at that layer."""
     model = trained_dir.load_model()
-    x_test, _ = test_split(model, "digits")
+    x_test, _ = evaluation_split(model, "digits")
     model.layers[2].multiplier[5] += 2**24
     found = locate_mismatch(device, model, 0, x_test[0])
     assert found.layer == 2 and found.layer_kind == "conv2d"
@@ -99,7 +107,7 @@ def test_mismatch_is_localized_to_layer_and_element(device, trained_dir):
 
 
 def test_instruction_count_is_deterministic(device, trained_dir):
-    x = test_split(trained_dir.load_model(), "digits")[0][7].tobytes()
+    x = evaluation_split(trained_dir.load_model(), "digits")[0][7].tobytes()
     counts = {device.infer(x).ticks for _ in range(3)}
     assert len(counts) == 1 and counts.pop() > 0
 
