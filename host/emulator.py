@@ -73,6 +73,13 @@ def get_board(name: str) -> Board:
                              hint=f"choose one of {', '.join(sorted(BOARDS))}") from None
 
 
+def require_qemu() -> None:
+    """Fails early, before minutes of training, when the emulator is missing."""
+    if shutil.which(QEMU) is None:
+        raise ToolchainError(f"{QEMU} not found on PATH",
+                             hint="install QEMU (Debian: apt-get install qemu-system-arm) or run ./setup.sh")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -140,9 +147,7 @@ class QemuDevice:
         """Boots `elf_path`; returns the pyserial URL of UART0."""
         if self._proc is not None:
             raise ToolchainError("QEMU is already running", hint="stop() it first")
-        if shutil.which(QEMU) is None:
-            raise ToolchainError(f"{QEMU} not found on PATH",
-                                 hint="install QEMU (Debian: apt-get install qemu-system-arm)")
+        require_qemu()
         if not Path(elf_path).is_file():
             raise ToolchainError(f"firmware image not found: {elf_path}",
                                  hint="build the firmware first")

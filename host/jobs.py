@@ -48,8 +48,12 @@ def _instructions_per_tick(board: str) -> float | None:
 
 def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, epochs=None,
             progress=lambda *a: None) -> dict:
-    from cqtf.emulator import emulate
+    from cqtf.emulator import emulate, get_board, require_qemu
+    from cqtf.pio_offline import default_core_dir, prepare
 
+    get_board(board)  # every missing piece is reported before minutes of training
+    require_qemu()
+    prepare(default_core_dir())
     model_dir = ModelDir(Path(out))
     log.info("training")
     train_stage(dataset, model_name, profile, model_dir, epochs, progress)
