@@ -13,6 +13,7 @@
 #define CQTF_MODEL_NUM_LAYERS 3u
 #define CQTF_MODEL_HASH_HEX "6750749b9a04f353"
 #define CQTF_MODEL_ARENA_SIZE 320u
+#define CQTF_MODEL_PARAM_BYTES 844u
 extern const cqtf_model_t cqtf_model;
 
 #endif /* CQTF_MODEL_H */

@@ -101,6 +101,11 @@ def _plan(layers: list[dict]):
     return plan_layers(sizes, scratch)
 
 
+def _param_bytes(layers: list[dict]) -> int:
+    sizes = {"weights": 1, "bias": 4, "multiplier": 4, "shift": 4}
+    return sum(len(layer[key]) * size for layer in layers for key, size in sizes.items() if layer[key])
+
+
 def _c_layer(i: int, layer: dict, slots) -> str:
     def ptr(key: str) -> str:
         return f"cqtf_l{i}_{key}" if layer[key] is not None else "0"
@@ -140,6 +145,7 @@ def render_header(model: dict) -> str:
         f"#define CQTF_MODEL_NUM_LAYERS {len(layers)}u\n",
         f"#define CQTF_MODEL_HASH_HEX \"{model['hash'].hex()}\"\n",
         f"#define CQTF_MODEL_ARENA_SIZE {plan.arena_size}u\n",
+        f"#define CQTF_MODEL_PARAM_BYTES {_param_bytes(layers)}u\n",
         "extern const cqtf_model_t cqtf_model;\n\n#endif /* CQTF_MODEL_H */\n\n",
         "#ifdef CQTF_MODEL_IMPLEMENTATION\n",
     ]
