@@ -40,7 +40,7 @@ class Board:
     machine: str                  # QEMU -M
     cpu: str                      # the core QEMU emulates
     cflags: tuple[str, ...]       # arm-none-eabi-gcc target flags of the firmware build
-    instructions_per_tick: int    # under -icount shift=0 (SysTick at 25 MHz, 1 ns per instruction)
+    instructions_per_tick: float  # under -icount shift=0 (1 ns per instruction): 1e9 / SysTick Hz
     notes: str = ""
 
 
@@ -58,6 +58,16 @@ BOARDS: dict[str, Board] = {
         Board("mps2-an500", "mps2-an500", "cortex-m7",
               ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"), 40,
               _MPS2_NOTES + "; double-precision FPU; QEMU models no caches"),
+        # SysTick on the 20 MHz main clock: 50 instructions per tick at 1 ns per instruction.
+        Board("mps2-an505", "mps2-an505", "cortex-m33",
+              ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"), 50,
+              "secure state only; CMSDK UART0 at 0x50200000 (secure alias), code 4 MB at 0x10000000, "
+              "RAM 4 MB at 0x38000000; linker script firmware/src/boards/mps2-an505/mps2_an505.ld"),
+        # QEMU runs the STM32F405's SysTick at 168 MHz: 1000/168 instructions per tick.
+        Board("netduinoplus2", "netduinoplus2", "cortex-m4",
+              ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"), 1000 / 168,
+              "STM32F405, link on USART1 (0x40011000); flash 1 MB at 0x08000000, RAM 128 KB at "
+              "0x20000000; board support firmware/src/boards/stm32f4/ (also real Nucleo-F446RE)"),
     )
 }
 

@@ -22,19 +22,22 @@ ENGINE_SOURCES = KERNEL_SOURCES + [FIRMWARE_SRC / "engine.c", FIRMWARE_SRC / "mo
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"]
 
 
-def build_library(sources: list[Path], include_dirs: list[Path], cache_dir: Path) -> Path:
-    """Compile sources into a shared library, cached by the content of sources and headers."""
+def build_library(sources: list[Path], include_dirs: list[Path], cache_dir: Path,
+                  defines: tuple[str, ...] = ()) -> Path:
+    """Compile sources into a shared library, cached by the content of sources and headers and by
+    the -D defines (e.g. "CQTF_KERNELS_OPTIMIZED=1": the optimized kernels, SIMD emulated in C)."""
     compiler = shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise ToolchainError("no host C compiler (gcc) found", "install it: apt-get install gcc")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(" ".join(defines).encode())
     for path in sources + sorted(p for d in include_dirs + [FIRMWARE_SRC] for p in d.rglob("*.h")):
         digest.update(path.read_bytes())
     out = cache_dir / f"libcqtf_{digest.hexdigest()[:16]}.so"
     if not out.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         includes = [f"-I{d}" for d in [FIRMWARE_SRC, FIRMWARE_SRC / "kernels", *include_dirs]]
-        cmd = [compiler, *CFLAGS, *includes, *map(str, sources), "-o", str(out) + ".tmp"]
+        cmd = [compiler, *CFLAGS, *(f"-D{d}" for d in defines), *includes, *map(str, sources),
+               "-o", str(out) + ".tmp"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ToolchainError(f"host build of the firmware C failed:\n{proc.stderr[-3000:]}", "fix the C sources")
@@ -45,8 +48,11 @@ def build_library(sources: list[Path], include_dirs: list[Path], cache_dir: Path
 class NativeEngine:
     """The firmware engine with one packed model, compiled for the host and called through ctypes."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path):
-        self.lib = ctypes.CDLL(str(build_library(ENGINE_SOURCES, [Path(model_dir)], Path(cache_dir))))
+    def __init__(self, model_dir: Path, cache_dir: Path, optimized: bool = False):
+        """optimized: run the optimized kernels' algorithms (their SIMD instructions emulated in C)
+        instead of the portable reference kernels."""
+        defines = (f"CQTF_KERNELS_OPTIMIZED={int(optimized)}",)
+        self.lib = ctypes.CDLL(str(build_library(ENGINE_SOURCES, [Path(model_dir)], Path(cache_dir), defines)))
         self.model = ctypes.c_uint8.in_dll(self.lib, "cqtf_model")
         self.lib.cqtf_engine_run.restype = ctypes.c_int
         self.lib.cqtf_engine_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint8, ctypes.c_void_p,
@@ -63,10 +69,11 @@ class NativeEngine:
         return out[: size.value].copy()
 
 
-def requantize_library(cache_dir: Path):
-    """The C requantize function alone: cqtf_requantize_fn(acc, multiplier, shift)."""
+def requantize_library(cache_dir: Path, name: str = "cqtf_requantize_fn"):
+    """One C requantize function: cqtf_requantize_fn (reference) or cqtf_requantize_opt_fn (the
+    optimized kernels'), called as fn(acc, multiplier, shift)."""
     lib = ctypes.CDLL(str(build_library(KERNEL_SOURCES, [], Path(cache_dir))))
-    fn = lib.cqtf_requantize_fn
+    fn = getattr(lib, name)
     fn.restype = ctypes.c_int32
     fn.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
     return fn

@@ -53,6 +53,11 @@ typedef struct {
     const int32_t *shift;      /* [out_c], in [-31, 30] */
 } cqtf_quant_t;
 
+/* Arena offsets with a meaning of their own (cqtf_layer_t.input_at). */
+#define CQTF_ARENA_EXTERNAL 0xFFFFFFFFu /* the model input, read where the caller holds it */
+#define CQTF_ARENA_NONE 0xFFFFFFFEu     /* an unused input slot */
+#define CQTF_MAX_LAYER_INPUTS 2u        /* an elementwise add reads two tensors */
+
 typedef struct {
     uint8_t op;          /* cqtf_op_t */
     uint8_t kernel_h;    /* conv, pool */
@@ -66,6 +71,12 @@ typedef struct {
     const int8_t *weights;  /* NULL for MAXPOOL2D */
     const int32_t *bias;    /* NULL for MAXPOOL2D */
     cqtf_quant_t quant;
+    /* Static memory plan (host/pack/plan.py), byte offsets into the engine's arena, each a
+     * multiple of 4. Input 0 has shape `in`; the output must not overlap any input. */
+    uint32_t input_at[CQTF_MAX_LAYER_INPUTS]; /* CQTF_ARENA_EXTERNAL / CQTF_ARENA_NONE allowed */
+    uint32_t output_at;
+    uint32_t scratch_at;    /* kernel scratch, alive during this layer only */
+    uint32_t scratch_size;  /* bytes; >= what the kernel asks for (cqtf_kernels.h) */
 } cqtf_layer_t;
 
 typedef struct {
@@ -78,6 +89,7 @@ typedef struct {
     uint16_t tensor_max;        /* bytes of the largest tensor (input included) */
     uint16_t num_layers;
     const cqtf_layer_t *layers;
+    uint32_t arena_size;        /* bytes of activation memory the plan needs (CQTF_MODEL_ARENA_SIZE) */
 } cqtf_model_t;
 
 #endif /* CQTF_TYPES_H */

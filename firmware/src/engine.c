@@ -1,43 +1,129 @@
-/* engine.c - layer sequencing with two static ping-pong activation buffers. */
+/*
+ * engine.c - runs the layer table over one static arena laid out by the packer's memory plan
+ * (host/pack/plan.py): every tensor and scratch buffer sits at the offset the plan gave it.
+ *
+ * Ops are dispatched through one table; a new op is a kernel file plus one row below.
+ */
 #include "engine.h"
 
 #include <string.h>
 
-#include "cqtf_model.h" /* CQTF_MODEL_TENSOR_MAX only: the data is in model_data.c */
+#include "cqtf_model.h" /* CQTF_MODEL_ARENA_SIZE only: the data is in model_data.c */
 #include "kernels/cqtf_kernels.h"
 
-/* Layer i reads buffer (i + 1) % 2 (layer 0 reads the caller's input) and writes buffer i % 2,
- * so two tensors of the largest size are all the activation memory needed. */
-static int8_t engine_buf[2][CQTF_MODEL_TENSOR_MAX];
+#ifndef CQTF_MODEL_ARENA_SIZE
+#error "cqtf_model.h has no memory plan (CQTF_MODEL_ARENA_SIZE): re-run `cqtf pack` with this firmware"
+#endif
 
-static int same_shape(cqtf_shape_t a, cqtf_shape_t b)
+/* Words, so that every planned offset (a multiple of 4) is word-aligned for the optimized kernels. */
+static uint32_t engine_arena[(CQTF_MODEL_ARENA_SIZE + 3u) / 4u + 1u];
+
+typedef cqtf_status_t (*engine_op_fn)(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                      const int8_t *const *inputs, int8_t *output);
+
+static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                               const int8_t *const *inputs, int8_t *output)
 {
-    return a.h == b.h && a.w == b.w && a.c == b.c;
+#if CQTF_KERNELS_OPTIMIZED
+    return cqtf_conv2d_s8_opt(ctx, layer, inputs[0], output);
+#else
+    (void)ctx;
+    return cqtf_conv2d_s8(layer, inputs[0], output);
+#endif
 }
 
-static cqtf_status_t run_layer(const cqtf_layer_t *layer, const int8_t *in, int8_t *out)
+static cqtf_status_t op_maxpool2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                  const int8_t *const *inputs, int8_t *output)
 {
-    switch (layer->op) {
-    case CQTF_OP_CONV2D:
-        return cqtf_conv2d_s8(layer, in, out);
-    case CQTF_OP_MAXPOOL2D:
-        return cqtf_maxpool2d_s8(layer, in, out);
-    case CQTF_OP_FULLY_CONNECTED:
-        return cqtf_fully_connected_s8(layer, in, out);
-    default:
+    (void)ctx;
+    return cqtf_maxpool2d_s8(layer, inputs[0], output);
+}
+
+static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                        const int8_t *const *inputs, int8_t *output)
+{
+    (void)ctx;
+#if CQTF_KERNELS_OPTIMIZED
+    return cqtf_fully_connected_s8_opt(layer, inputs[0], output);
+#else
+    return cqtf_fully_connected_s8(layer, inputs[0], output);
+#endif
+}
+
+static const struct {
+    uint8_t op;
+    uint8_t num_inputs;
+    engine_op_fn run;
+} engine_ops[] = {
+    {CQTF_OP_CONV2D, 1u, op_conv2d},
+    {CQTF_OP_MAXPOOL2D, 1u, op_maxpool2d},
+    {CQTF_OP_FULLY_CONNECTED, 1u, op_fully_connected},
+};
+
+/* 1 when [at, at + size) lies inside the model's arena (which lies inside engine_arena). */
+static int in_arena(const cqtf_model_t *model, uint32_t at, uint32_t size)
+{
+    return at <= model->arena_size && size <= model->arena_size - at;
+}
+
+static int overlaps(uint32_t a, uint32_t a_size, uint32_t b, uint32_t b_size)
+{
+    return a < b + b_size && b < a + a_size; /* both ranges are inside the arena: no overflow */
+}
+
+/* Resolves the layer's planned buffers and runs its kernel. */
+static cqtf_status_t run_layer(const cqtf_model_t *model, const cqtf_layer_t *layer,
+                               const int8_t *input, int8_t **out)
+{
+    int8_t *const arena = (int8_t *)engine_arena;
+    const int8_t *inputs[CQTF_MAX_LAYER_INPUTS];
+    cqtf_ctx_t ctx;
+    uint32_t k, j;
+
+    for (k = 0; k < sizeof(engine_ops) / sizeof(engine_ops[0]); ++k) {
+        if (engine_ops[k].op == layer->op) {
+            break;
+        }
+    }
+    if (k == sizeof(engine_ops) / sizeof(engine_ops[0])) {
         return CQTF_ERR_BAD_LAYER;
     }
+    for (j = 0; j < CQTF_MAX_LAYER_INPUTS; ++j) {
+        const uint32_t at = layer->input_at[j];
+        if (j >= engine_ops[k].num_inputs) {
+            inputs[j] = 0;
+        } else if (at == CQTF_ARENA_EXTERNAL) {
+            inputs[j] = input;
+        } else if (in_arena(model, at, cqtf_shape_size(layer->in)) && at % 4u == 0u) {
+            inputs[j] = arena + at;
+        } else {
+            return CQTF_ERR_BAD_LAYER;
+        }
+    }
+    if (!in_arena(model, layer->output_at, cqtf_shape_size(layer->out)) ||
+        !in_arena(model, layer->scratch_at, layer->scratch_size) || layer->output_at % 4u != 0u ||
+        layer->scratch_at % 4u != 0u) {
+        return CQTF_ERR_BAD_LAYER;
+    }
+    for (j = 0; j < engine_ops[k].num_inputs; ++j) { /* kernels never write over what they read */
+        if (inputs[j] != input && overlaps(layer->input_at[j], cqtf_shape_size(layer->in),
+                                           layer->output_at, cqtf_shape_size(layer->out))) {
+            return CQTF_ERR_BAD_LAYER;
+        }
+    }
+    ctx.scratch = arena + layer->scratch_at;
+    ctx.scratch_size = layer->scratch_size;
+    *out = arena + layer->output_at;
+    return engine_ops[k].run(&ctx, layer, inputs, *out);
 }
 
 cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
                               int8_t *output, uint16_t *output_size)
 {
-    const int8_t *in = input;
-    uint32_t prev_size = 0;
-    cqtf_shape_t prev_out = {0, 0, 0};
+    int8_t *out = 0;
     uint32_t n_run, i;
 
-    if (model->num_layers == 0 || model->layers == 0) {
+    if (model->num_layers == 0 || model->layers == 0 || model->arena_size > CQTF_MODEL_ARENA_SIZE) {
         return CQTF_ERR_BAD_LAYER;
     }
     if (last_layer == CQTF_ENGINE_ALL_LAYERS) {
@@ -51,23 +137,16 @@ cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, ui
         return CQTF_ERR_BAD_LAYER;
     }
     for (i = 0; i < n_run; ++i) {
-        const cqtf_layer_t *layer = &model->layers[i];
-        cqtf_status_t status;
-
-        /* Each layer consumes exactly what the previous one produced, within the buffers. */
-        if ((i > 0 && !same_shape(layer->in, prev_out)) ||
-            cqtf_shape_size(layer->out) > CQTF_MODEL_TENSOR_MAX) {
-            return CQTF_ERR_BAD_LAYER;
-        }
-        status = run_layer(layer, in, engine_buf[i % 2u]);
+        const cqtf_status_t status = run_layer(model, &model->layers[i], input, &out);
         if (status != CQTF_OK) {
             return status;
         }
-        in = engine_buf[i % 2u];
-        prev_out = layer->out;
-        prev_size = cqtf_shape_size(layer->out);
     }
-    memcpy(output, in, prev_size);
-    *output_size = (uint16_t)prev_size; /* <= CQTF_MODEL_TENSOR_MAX, a uint16 in the header */
+    i = cqtf_shape_size(model->layers[n_run - 1u].out);
+    if (i > CQTF_MODEL_TENSOR_MAX) {
+        return CQTF_ERR_BAD_LAYER;
+    }
+    memcpy(output, out, i);
+    *output_size = (uint16_t)i; /* <= CQTF_MODEL_TENSOR_MAX, a uint16 in the header */
     return CQTF_OK;
 }

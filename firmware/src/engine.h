@@ -12,9 +12,9 @@
  * `input` (model->input_size bytes) and copies the last computed tensor to `output`, which must
  * hold CQTF_MODEL_TENSOR_MAX bytes; *output_size gets its size in bytes.
  * Returns CQTF_ERR_BAD_REQUEST for last_layer >= num_layers (other than 0xFF), and
- * CQTF_ERR_BAD_LAYER when the layer table is inconsistent (a shape chain that does not connect,
- * a tensor larger than the buffers, an unknown op, or a kernel's own check). Not reentrant: the
- * intermediate tensors live in two static buffers. */
+ * CQTF_ERR_BAD_LAYER when the layer table is inconsistent (a planned buffer outside the arena or
+ * misaligned, an unknown op, or a kernel's own check). Not reentrant: the intermediate tensors
+ * live in one static arena of CQTF_MODEL_ARENA_SIZE bytes, laid out by the packer's memory plan. */
 cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
                               int8_t *output, uint16_t *output_size);
 

@@ -12,6 +12,8 @@
 #define CQTF_MODEL_TENSOR_MAX 256u
 #define CQTF_MODEL_NUM_LAYERS 3u
 #define CQTF_MODEL_HASH_HEX "6750749b9a04f353"
+#define CQTF_MODEL_ARENA_SIZE 320u
+#define CQTF_MODEL_PARAM_BYTES 844u
 extern const cqtf_model_t cqtf_model;
 
 #endif /* CQTF_MODEL_H */
@@ -106,6 +108,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         .quant = { .input_offset = 128, .output_offset = -20,
                    .act_min = -20, .act_max = 127,
                    .multiplier = cqtf_l0_multiplier, .shift = cqtf_l0_shift },
+        .input_at = {0xFFFFFFFFu, 0xFFFFFFFEu}, .output_at = 0u,
+        .scratch_at = 256u, .scratch_size = 48u,
     },
     { /* layer 1 */
         .op = CQTF_OP_MAXPOOL2D, .kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2,
@@ -115,6 +119,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         .quant = { .input_offset = 0, .output_offset = 0,
                    .act_min = -20, .act_max = 127,
                    .multiplier = 0, .shift = 0 },
+        .input_at = {0x00000000u, 0xFFFFFFFEu}, .output_at = 256u,
+        .scratch_at = 0u, .scratch_size = 0u,
     },
     { /* layer 2 */
         .op = CQTF_OP_FULLY_CONNECTED, .kernel_h = 0, .kernel_w = 0, .stride_h = 0, .stride_w = 0,
@@ -124,6 +130,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         .quant = { .input_offset = 20, .output_offset = 5,
                    .act_min = -128, .act_max = 127,
                    .multiplier = cqtf_l2_multiplier, .shift = cqtf_l2_shift },
+        .input_at = {0x00000100u, 0xFFFFFFFEu}, .output_at = 0u,
+        .scratch_at = 0u, .scratch_size = 0u,
     },
 };
 
@@ -137,5 +145,6 @@ const cqtf_model_t cqtf_model = {
     .tensor_max = CQTF_MODEL_TENSOR_MAX,
     .num_layers = CQTF_MODEL_NUM_LAYERS,
     .layers = cqtf_model_layers,
+    .arena_size = CQTF_MODEL_ARENA_SIZE,
 };
 #endif /* CQTF_MODEL_IMPLEMENTATION */

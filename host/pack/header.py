@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from cqtf.model_ir import FORMAT_VERSION, IntLayer, IntModel
+from cqtf.pack.plan import LayerSlots, MemoryPlan, plan_model
 
 HEADER_NAME = "cqtf_model.h"
 _OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED"}
@@ -24,7 +25,17 @@ def _shape(shape) -> str:
     return f"{{{h}, {w}, {c}}}"
 
 
-def _layer_struct(index: int, layer: IntLayer) -> str:
+def _hex(v: int) -> str:
+    return f"0x{v:08X}u"
+
+
+def param_bytes(model: IntModel) -> int:
+    """Bytes of every layer's constant arrays (weights, bias, multipliers, shifts): the model's flash."""
+    return sum(getattr(layer, key).size * np.dtype(ctype.replace("_t", "")).itemsize
+               for layer in model.layers for key, ctype in _C_TYPES.items() if getattr(layer, key) is not None)
+
+
+def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots) -> str:
     def ref(key):
         return f"cqtf_l{index}_{key}" if getattr(layer, key) is not None else "NULL"
 
@@ -35,12 +46,15 @@ def _layer_struct(index: int, layer: IntLayer) -> str:
         f"        {_shape(layer.in_shape)}, {_shape(layer.out_shape)},\n"
         f"        {ref('weights')}, {ref('bias')},\n"
         f"        {{ {layer.input_offset}, {layer.output_offset}, {layer.act_min}, {layer.act_max}, "
-        f"{ref('multiplier')}, {ref('shift')} }}\n"
+        f"{ref('multiplier')}, {ref('shift')} }},\n"
+        f"        {{{', '.join(_hex(at) for at in slots.input_at)}}}, {slots.output_at}u, "
+        f"{slots.scratch_at}u, {slots.scratch_size}u /* plan: inputs, output, scratch, scratch size */\n"
         f"    }}"
     )
 
 
-def render(model: IntModel) -> str:
+def render(model: IntModel, plan: MemoryPlan | None = None) -> str:
+    plan = plan or plan_model(model)
     digest = model.hash()
     hash_bytes = ", ".join(f"0x{digest[i:i + 2]}" for i in range(0, 16, 2))
     guard = "CQTF_MODEL_H"
@@ -55,7 +69,9 @@ def render(model: IntModel) -> str:
         f"#define CQTF_MODEL_OUTPUT_SIZE {model.output_size}u\n",
         f"#define CQTF_MODEL_TENSOR_MAX {model.tensor_max}u\n",
         f"#define CQTF_MODEL_NUM_LAYERS {len(model.layers)}u\n",
-        f"#define CQTF_MODEL_HASH_HEX \"{digest[:16]}\"\n\n",
+        f"#define CQTF_MODEL_HASH_HEX \"{digest[:16]}\"\n",
+        f"#define CQTF_MODEL_ARENA_SIZE {plan.arena_size}u   /* bytes: activations and scratch, planned */\n",
+        f"#define CQTF_MODEL_PARAM_BYTES {param_bytes(model)}u  /* bytes of constant arrays (flash) */\n\n",
         "#if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION\n"
         "#error \"cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware\"\n"
         "#endif\n\n",
@@ -66,14 +82,15 @@ def render(model: IntModel) -> str:
             if getattr(layer, key) is not None:
                 parts.append(_c_array(f"cqtf_l{i}_{key}", ctype, getattr(layer, key)))
     parts.append("\nstatic const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {\n")
-    parts.append(",\n".join(_layer_struct(i, layer) for i, layer in enumerate(model.layers)))
+    parts.append(",\n".join(_layer_struct(i, layer, slots)
+                             for i, (layer, slots) in enumerate(zip(model.layers, plan.layers))))
     parts.append("\n};\n\n")
     parts.append(
         "const cqtf_model_t cqtf_model = {\n"
         f"    CQTF_MODEL_FORMAT_VERSION, {{{hash_bytes}}},\n"
         "    CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,\n"
         "    CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,\n"
-        "    cqtf_model_layers\n};\n\n"
+        "    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE\n};\n\n"
     )
     parts.append(f"#endif /* CQTF_MODEL_IMPLEMENTATION */\n#endif /* {guard} */\n")
     return "".join(parts)

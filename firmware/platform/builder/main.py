@@ -14,6 +14,7 @@ The linker script is board_build.ldscript (relative paths are taken from the pro
 
 import os
 import shlex
+import shutil
 
 from SCons.Script import (  # pylint: disable=import-error
     AlwaysBuild,
@@ -135,12 +136,42 @@ if upload_protocol == "qemu":
         UPLOADCMD="$UPLOADER $UPLOADERFLAGS -kernel $SOURCE",
     )
     upload_actions = [env.VerboseAction("$UPLOADCMD", "Booting $SOURCE in QEMU ($QEMU_MACHINE)")]
+elif upload_protocol in ("pyocd", "openocd"):
+    # Real boards: flash the ELF with the board's debug probe; the tool must be on PATH.
+    if upload_protocol == "pyocd":
+        env.Replace(
+            UPLOADER="pyocd",
+            UPLOADERFLAGS=["flash", "--target", board.get("debug.pyocd_target", "")],
+            UPLOADCMD="$UPLOADER $UPLOADERFLAGS $SOURCE",
+        )
+    else:
+        env.Replace(
+            UPLOADER="openocd",
+            UPLOADERFLAGS=[
+                "-f", "interface/stlink.cfg",
+                "-f", "target/%s.cfg" % board.get("debug.openocd_target", ""),
+            ],
+            UPLOADCMD='$UPLOADER $UPLOADERFLAGS -c "program {$SOURCE} verify reset exit"',
+        )
+
+    def _check_uploader(target, source, env):  # pylint: disable=unused-argument
+        if not shutil.which(env.subst("$UPLOADER")):
+            print("Error: `%s` not found on PATH: install it (pip install pyocd, or apt-get install "
+                  "openocd) to flash a real board" % env.subst("$UPLOADER"))
+            return 1
+        return None
+
+    upload_actions = [
+        env.VerboseAction(_check_uploader, "Looking for $UPLOADER"),
+        env.VerboseAction("$UPLOADCMD", "Flashing $SOURCE with $UPLOADER"),
+    ]
 elif upload_protocol == "custom":
     upload_actions = [env.VerboseAction("$UPLOADCMD", "Uploading $SOURCE")]
 else:
 
     def _unknown_protocol(target, source, env):  # pylint: disable=unused-argument
-        print("Error: upload_protocol `%s` is not supported (qemu or custom)" % upload_protocol)
+        print("Error: upload_protocol `%s` is not supported (qemu, pyocd, openocd or custom)"
+              % upload_protocol)
         return 1
 
     upload_actions = [env.VerboseAction(_unknown_protocol, "Uploading $SOURCE")]

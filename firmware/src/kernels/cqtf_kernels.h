@@ -18,6 +18,24 @@
 
 #include "cqtf_types.h"
 
+/* Optimized kernels (cqtf_*_opt) are used when the core has the DSP extension (Cortex-M4/M7/M33);
+ * build with -DCQTF_KERNELS_OPTIMIZED=0 for the portable reference path everywhere, or =1 to use the
+ * optimized algorithms on any compiler (the SIMD instructions are then emulated in C: cqtf_simd.h).
+ * Both paths give identical outputs. */
+#ifndef CQTF_KERNELS_OPTIMIZED
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define CQTF_KERNELS_OPTIMIZED 1
+#else
+#define CQTF_KERNELS_OPTIMIZED 0
+#endif
+#endif
+
+/* What the engine hands a kernel besides its tensors: scratch memory from the memory plan. */
+typedef struct {
+    void *scratch;          /* word-aligned; alive during this layer only */
+    uint32_t scratch_size;  /* bytes */
+} cqtf_ctx_t;
+
 /* Products per output above which the int32 accumulator could overflow: every product
  * (in + input_offset) * w is at most 255 * 128 = 32640 < 2^15 in magnitude, so fewer than 2^16 of
  * them sum to less than 2^31 (the bias adds to that: the packer keeps it small). */
@@ -79,5 +97,23 @@ cqtf_status_t cqtf_maxpool2d_s8(const cqtf_layer_t *layer, const int8_t *input, 
  * weights [out.c][in features], bias [out.c]; out = {1, 1, out.c}. */
 cqtf_status_t cqtf_fully_connected_s8(const cqtf_layer_t *layer, const int8_t *input,
                                       int8_t *output);
+
+/* Optimized CONV2D (same contract and outputs as cqtf_conv2d_s8): im2col of two output pixels
+ * at a time into ctx->scratch as int16 with the input offset added, then 2 pixels x 2 channels per
+ * pass with dual 16-bit multiply-accumulates. Needs ctx->scratch_size >=
+ * cqtf_conv2d_s8_scratch_size(layer), else returns CQTF_ERR_BAD_LAYER. */
+cqtf_status_t cqtf_conv2d_s8_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                 const int8_t *input, int8_t *output);
+
+/* Two int16 im2col columns, each padded to a multiple of 4 values (host/pack/plan.py mirrors it). */
+static inline uint32_t cqtf_conv2d_s8_scratch_size(const cqtf_layer_t *layer)
+{
+    const uint32_t k = (uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c;
+    return 2u * 2u * ((k + 3u) & ~3u);
+}
+
+/* Optimized FULLY_CONNECTED (same contract and outputs as cqtf_fully_connected_s8), no scratch. */
+cqtf_status_t cqtf_fully_connected_s8_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                          int8_t *output);
 
 #endif /* CQTF_KERNELS_H */

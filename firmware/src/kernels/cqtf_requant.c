@@ -1,7 +1,13 @@
-/* cqtf_requant.c - an addressable copy of cqtf_requantize() for host tests through ctypes. */
+/* cqtf_requant.c - addressable copies of the requantize functions for host tests through ctypes. */
 #include "cqtf_requant.h"
+#include "cqtf_requant_opt.h"
 
 int32_t cqtf_requantize_fn(int32_t acc, int32_t multiplier, int32_t shift)
 {
     return cqtf_requantize(acc, multiplier, shift);
+}
+
+int32_t cqtf_requantize_opt_fn(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    return cqtf_requantize_opt(acc, multiplier, shift);
 }
