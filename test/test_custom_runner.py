@@ -139,8 +139,22 @@ class CustomTestRunner(TestRunnerBase):
         return machine if protocol == "qemu" and machine else None
 
     def configure_build_env(self, env):
-        # Called inside the build (SCons): only an emulated board may end the run by semihosting;
-        # on a real board without a debugger attached the BKPT would fault.
+        """Called inside the test build (SCons), with the project's build environment.
+
+        - The suite brings its own main(): firmware/src/main.c is left out (the source filter is
+          read from the main environment).
+        - A suite may carry the model it is built with: test/<suite>/golden/cqtf_model.h goes first
+          on the include path, ahead of $CQTF_MODEL_DIR (test_kernels needs it: the engine's buffers
+          are sized from the compiled-in model and must hold every golden case).
+        - Only an emulated board may end the run by semihosting: on a real board without a debugger
+          attached, the BKPT would fault.
+        """
+        from SCons.Script import DefaultEnvironment  # pylint: disable=import-error,import-outside-toplevel
+
+        DefaultEnvironment().Append(SRC_FILTER=["-<main.c>"])
+        golden = os.path.join(env.subst("$PROJECT_TEST_DIR"), self.test_suite.test_name, "golden")
+        if self.test_suite.test_name != "*" and os.path.isfile(os.path.join(golden, "cqtf_model.h")):
+            env.Prepend(CPPPATH=[golden])
         if self.qemu_machine():
             env.Append(CPPDEFINES=["CQTF_TEST_SEMIHOSTING"])
         return env

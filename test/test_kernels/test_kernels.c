@@ -20,7 +20,7 @@
 #include "kernels/cqtf_requant.h"
 
 /* The engine's buffers are sized from the compiled-in model: it must be the golden one
- * (test/pio_test_build.py puts golden/ first on the include path of test builds). */
+ * (test/test_custom_runner.py puts golden/ first on the include path of test builds). */
 typedef char cqtf_golden_model_compiled_in[(CQTF_MODEL_TENSOR_MAX >= CQTF_GOLDEN_TENSOR_MAX) ? 1 : -1];
 
 #define TEST_PREFIX "cqtf-test: "
