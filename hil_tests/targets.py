@@ -58,3 +58,14 @@ def running_device(target: str, model_dir: ModelDir, *, port: str | None, flash_
     elf = build_stage(model_dir, target)
     with emulate(target, elf) as emulator:
         yield emulator.url
+
+
+def build_test_firmware(target: str, build_dir: Path) -> Path:
+    """The on-target test firmware (test/test_kernels) of `target`, built but neither flashed nor run."""
+    cmd = [*pio_command(), "test", "-d", str(repo_root()), "-e", target, "--without-uploading", "--without-testing"]
+    proc = subprocess.run(cmd, env=pio_env(PLATFORMIO_BUILD_DIR=str(build_dir)), capture_output=True, text=True)
+    elf = build_dir / target / "firmware.elf"
+    if proc.returncode != 0 or not elf.is_file():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ToolchainError(f"building the test firmware for {target} failed:\n{tail}")
+    return elf
