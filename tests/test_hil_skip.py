@@ -189,3 +189,21 @@ def test_a_renode_that_dies_at_start_is_a_clean_error(tmp_path, monkeypatch):
     with pytest.raises(ToolchainError, match="Renode exited with code 1: Could not load platform"):
         device.start(elf)
     assert not device.is_running()
+
+
+# --- the CI workflow ----------------------------------------------------------------------------
+
+
+def test_ci_workflow_runs_the_suites_with_the_robot_suites_default_paths():
+    """The workflow builds exactly where renode/cqtf_stm32f4.robot looks by default, and runs what docs/hil.md says."""
+    workflow = (REPO / ".github" / "workflows" / "hil.yml").read_text()
+    robot = ROBOT_SUITE.read_text()
+    assert "pytest hil_tests --target ${{ matrix.board }}" in workflow
+    assert "uses: antmicro/renode-test-action@" in workflow and "tests-to-run: renode/cqtf_stm32f4.robot" in workflow
+    assert "renode-revision: ${{ env.RENODE_REVISION }}" in workflow
+    assert "cqtf build --model-dir runs/renode --board netduinoplus2" in workflow
+    assert "${MODEL_DIR}            ${CURDIR}/../runs/renode" in robot
+    assert "PLATFORMIO_BUILD_DIR=$PWD/.cqtf-build/renode-tests" in workflow
+    assert "${CURDIR}/../.cqtf-build/renode-tests/${ENV}/firmware.elf" in robot
+    assert "--variable PYTHON:" in workflow
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in workflow  # never the CUDA wheel
