@@ -25,7 +25,7 @@ typedef char cqtf_golden_model_compiled_in[(CQTF_MODEL_TENSOR_MAX >= CQTF_GOLDEN
 
 #define TEST_PREFIX "cqtf-test: "
 
-static int8_t output[CQTF_MODEL_TENSOR_MAX];
+static int8_t output[CQTF_GOLDEN_TENSOR_MAX];
 
 static void put_str(const char *s)
 {
