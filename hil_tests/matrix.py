@@ -18,7 +18,7 @@ DEFAULT_MODEL = "digits_cnn"
 DEFAULT_PROFILE = "int8"
 # Names under which a registry may publish its entries (tolerant of how the modules grow).
 _REGISTRY_NAMES = ("PRESETS", "PROFILES", "presets", "profiles", "available_profiles")
-_PACKER_NAMES = ("SUPPORTED_PROFILES", "PACKABLE_PROFILES", "supported_profiles")
+_PACKER_NAMES = ("FIRMWARE_PROFILES", "SUPPORTED_PROFILES", "PACKABLE_PROFILES", "supported_profiles")
 
 
 @dataclass(frozen=True)
