@@ -72,17 +72,25 @@ def build(model_dir, board):
 @_model_dir_option
 @_board_option
 @click.option("--serial", "serial_spec", default=None, help="tcp:PORT to listen on (default: a free port).")
-def emulate(model_dir, board, serial_spec):
+@click.option("--emulator", type=click.Choice(["qemu", "renode"]), default="qemu", show_default=True,
+              help="Renode runs the boards it models (docs/hil.md); it must be installed.")
+def emulate(model_dir, board, serial_spec, emulator):
     """Start an emulated board running MODEL_DIR's firmware; stays up until Ctrl-C."""
     import time
 
-    from cqtf.emulator import emulate as start_emulator
     from cqtf.pipeline import build_stage
 
     port = _tcp_port(serial_spec)
+    if emulator == "renode":
+        from cqtf.renode import emulate as start_emulator, platform_for, require_renode
+
+        require_renode()  # both checked before the build
+        platform_for(board)
+    else:
+        from cqtf.emulator import emulate as start_emulator
     elf = build_stage(ModelDir(model_dir), board)
     with start_emulator(board, elf, port=port) as device:
-        click.echo(f"{board} running {elf}; serial at {device.url}  (Ctrl-C to stop)")
+        click.echo(f"{board} running {elf} on {emulator}; serial at {device.url}  (Ctrl-C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
             while device.is_running():
                 time.sleep(0.5)
