@@ -108,8 +108,10 @@ def test_mismatch_is_localized_to_layer_and_element(device, trained_dir):
 
 def test_instruction_count_is_deterministic(device, trained_dir):
     x = evaluation_split(trained_dir.load_model(), "digits")[0][7].tobytes()
-    counts = {device.infer(x).ticks for _ in range(3)}
-    assert len(counts) == 1 and counts.pop() > 0
+    counts = [device.infer(x).ticks for _ in range(5)]
+    # SysTick's phase at the start depends on when the request's bytes arrived (real time), so a
+    # reading can straddle one more tick edge: the count is exact to one tick (40 instructions).
+    assert min(counts) > 0 and max(counts) - min(counts) <= 1, counts
 
 
 def test_refuses_a_device_with_another_model(firmware, trained_dir, tmp_path):

@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 256u
 #define CQTF_MODEL_NUM_LAYERS 4u
 #define CQTF_MODEL_HASH_HEX "c9962c6b3bed3a9f"
+#define CQTF_MODEL_ARENA_SIZE 320u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 1452u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -139,25 +141,29 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {8, 8, 1}, {8, 8, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 124, 37, 37, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { 124, 37, 37, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 256u, 48u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 1: maxpool2d (8, 8, 4) -> (4, 4, 4) */
         CQTF_OP_MAXPOOL2D, 2, 2, 2, 2, 0, 0,
         {8, 8, 4}, {4, 4, 4},
         NULL, NULL,
-        { 0, 0, 37, 127, NULL, NULL }
+        { 0, 0, 37, 127, NULL, NULL },
+        {0x00000000u, 0xFFFFFFFEu}, 256u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 2: conv2d (4, 4, 4) -> (4, 4, 6) */
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {4, 4, 4}, {4, 4, 6},
         cqtf_l2_weights, cqtf_l2_bias,
-        { -37, -25, -25, 127, cqtf_l2_multiplier, cqtf_l2_shift }
+        { -37, -25, -25, 127, cqtf_l2_multiplier, cqtf_l2_shift },
+        {0x00000100u, 0xFFFFFFFEu}, 144u, 0u, 144u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 3: fully_connected (4, 4, 6) -> (1, 1, 10) */
         CQTF_OP_FULLY_CONNECTED, 1, 1, 1, 1, 0, 0,
         {4, 4, 6}, {1, 1, 10},
         cqtf_l3_weights, cqtf_l3_bias,
-        { 25, -17, -128, 127, cqtf_l3_multiplier, cqtf_l3_shift }
+        { 25, -17, -128, 127, cqtf_l3_multiplier, cqtf_l3_shift },
+        {0x00000090u, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -165,7 +171,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0xc9, 0x96, 0x2c, 0x6b, 0x3b, 0xed, 0x3a, 0x9f},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 144u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "bd62b008d760c219"
+#define CQTF_MODEL_ARENA_SIZE 256u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 156u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -47,7 +49,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {6, 6, 3}, {6, 6, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 121, 30, 30, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { 121, 30, 30, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 144u, 112u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -55,7 +58,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0xbd, 0x62, 0xb0, 0x08, 0xd7, 0x60, 0xc2, 0x19},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 98u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "55bf4cfd01a1c471"
+#define CQTF_MODEL_ARENA_SIZE 160u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 150u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -46,7 +48,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 2, 2, 1, 1,
         {7, 7, 2}, {4, 4, 5},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -59, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { -59, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 80u, 0u, 80u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -54,7 +57,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x55, 0xbf, 0x4c, 0xfd, 0x01, 0xa1, 0xc4, 0x71},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 200u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "51cbe48ebf5bbce2"
+#define CQTF_MODEL_ARENA_SIZE 184u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 120u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -43,7 +45,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 1, 1, 1, 1, 0, 0,
         {5, 5, 8}, {5, 5, 6},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -61, -30, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { -61, -30, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 152u, 32u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -51,7 +54,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x51, 0xcb, 0xe4, 0x8e, 0xbf, 0x5b, 0xbc, 0xe2},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

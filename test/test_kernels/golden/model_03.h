@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 96u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "0fb8b1b0ecc13dc2"
+#define CQTF_MODEL_ARENA_SIZE 200u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 126u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -46,7 +48,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 5, 3, 1, 2, 2, 1,
         {6, 8, 2}, {6, 4, 3},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -71, -33, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { -71, -33, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 128u, 0u, 128u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -54,7 +57,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x0f, 0xb8, 0xb1, 0xb0, 0xec, 0xc1, 0x3d, 0xc2},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 64u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "0a81f4478b02903f"
+#define CQTF_MODEL_ARENA_SIZE 208u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 192u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -49,7 +51,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {4, 4, 4}, {4, 4, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 128, -128, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { 128, -128, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 144u, 0u, 144u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -57,7 +60,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x0a, 0x81, 0xf4, 0x47, 0x8b, 0x02, 0x90, 0x3f},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

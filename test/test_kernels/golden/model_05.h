@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 108u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "79c1467101615530"
+#define CQTF_MODEL_ARENA_SIZE 28u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 0u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -29,7 +31,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_MAXPOOL2D, 2, 2, 2, 2, 0, 0,
         {6, 6, 3}, {3, 3, 3},
         NULL, NULL,
-        { 0, 0, -128, 127, NULL, NULL }
+        { 0, 0, -128, 127, NULL, NULL },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -37,7 +40,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x79, 0xc1, 0x46, 0x71, 0x01, 0x61, 0x55, 0x30},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

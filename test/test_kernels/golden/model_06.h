@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 98u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "c5be65964899ee58"
+#define CQTF_MODEL_ARENA_SIZE 32u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 0u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -29,7 +31,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_MAXPOOL2D, 3, 3, 2, 2, 1, 1,
         {7, 7, 2}, {4, 4, 2},
         NULL, NULL,
-        { 0, 0, -20, 90, NULL, NULL }
+        { 0, 0, -20, 90, NULL, NULL },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -37,7 +40,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0xc5, 0xbe, 0x65, 0x96, 0x48, 0x99, 0xee, 0x58},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

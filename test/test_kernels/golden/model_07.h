@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 48u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "e699279cb6439814"
+#define CQTF_MODEL_ARENA_SIZE 12u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 600u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -70,7 +72,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_FULLY_CONNECTED, 1, 1, 1, 1, 0, 0,
         {1, 1, 48}, {1, 1, 10},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 128, 0, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { 128, 0, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -78,7 +81,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0xe6, 0x99, 0x27, 0x9c, 0xb6, 0x43, 0x98, 0x14},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */

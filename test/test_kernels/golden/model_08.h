@@ -14,6 +14,8 @@
 #define CQTF_MODEL_TENSOR_MAX 16u
 #define CQTF_MODEL_NUM_LAYERS 1u
 #define CQTF_MODEL_HASH_HEX "81f65c77dd829250"
+#define CQTF_MODEL_ARENA_SIZE 16u   /* bytes: activations and scratch, planned */
+#define CQTF_MODEL_PARAM_BYTES 384u  /* bytes of constant arrays (flash) */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
@@ -52,7 +54,8 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_FULLY_CONNECTED, 1, 1, 1, 1, 0, 0,
         {1, 1, 12}, {1, 1, 16},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 114, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift }
+        { 114, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift },
+        {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
 
@@ -60,7 +63,7 @@ const cqtf_model_t cqtf_model = {
     CQTF_MODEL_FORMAT_VERSION, {0x81, 0xf6, 0x5c, 0x77, 0xdd, 0x82, 0x92, 0x50},
     CQTF_MODEL_NAME, CQTF_MODEL_PROFILE,
     CQTF_MODEL_INPUT_SIZE, CQTF_MODEL_OUTPUT_SIZE, CQTF_MODEL_TENSOR_MAX, CQTF_MODEL_NUM_LAYERS,
-    cqtf_model_layers
+    cqtf_model_layers, CQTF_MODEL_ARENA_SIZE
 };
 
 #endif /* CQTF_MODEL_IMPLEMENTATION */
