@@ -34,7 +34,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--dataset", default="digits", show_default=True, help="'digits' or a PATH.npz.")
+@click.option("--dataset", default=None,
+              help="'digits', 'mnist1d' or a PATH.npz (default: the data set the zoo model is made for).")
 @click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Architecture from the zoo.")
 @click.option("--profile", default="int8", show_default=True, help="Device arithmetic profile.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
@@ -43,6 +44,7 @@ def train(dataset, model_name, profile, out, epochs):
     """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
     from cqtf.pipeline import train_stage
 
+    dataset = dataset or _default_dataset(model_name)
     click.echo(f"training {model_name} on {dataset} for profile {profile}", err=True)
     summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress)
     click.echo(f"float accuracy {summary['float_accuracy']:.4f}, host (device-exact) accuracy "
@@ -107,7 +109,7 @@ def _tcp_port(spec: str | None) -> int | None:
 @cli.command()
 @click.option("--port", "url", required=True, help="Serial device path or URL (socket://host:port, rfc2217://...).")
 @_model_dir_option
-@click.option("--data", default=None, help="'digits' or PATH.npz (default: the data set the model was trained on).")
+@click.option("--data", default=None, help="'digits', 'mnist1d' or PATH.npz (default: the data set the model was trained on).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory (default: the model directory).")
 @click.option("--baud", default=115200, show_default=True)
@@ -122,7 +124,7 @@ def validate(url, model_dir, data, out, baud, timeout):
 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default=None, help="'digits', 'mnist1d' or a PATH.npz (default: the model's own).")
 @click.option("--model", "model_name", default="digits_cnn", show_default=True)
 @click.option("--profile", default="int8", show_default=True)
 @_board_option
@@ -131,8 +133,14 @@ def run(out, dataset, model_name, profile, board, epochs):
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all
 
-    report = run_all(out, dataset, model_name, profile, board, epochs, _progress)
+    report = run_all(out, dataset or _default_dataset(model_name), model_name, profile, board, epochs, _progress)
     _finish(report, out)
+
+
+def _default_dataset(model_name: str) -> str:
+    from cqtf.train.model import ZOO_DATASETS
+
+    return ZOO_DATASETS.get(model_name, "digits")
 
 
 def _finish(report: dict, out: Path) -> None:

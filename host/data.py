@@ -81,6 +81,20 @@ def _digits_floats():
     return x_train, y_train, x_test, y_test
 
 
+def _mnist1d_floats():
+    """MNIST-1D generated from its templates in code (the package's make_dataset; nothing downloaded).
+
+    4000 training and 1000 test sequences of length 40, the package's default arguments and seed.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError("the mnist1d package is not installed", "pip install mnist1d (a cqtf dependency)") from None
+    data = make_dataset(get_dataset_args())
+    to_nhwc = lambda x: np.asarray(x, dtype=np.float32)[:, None, :, None]  # noqa: E731  (N, L) -> (N, 1, L, 1)
+    return to_nhwc(data["x"]), np.asarray(data["y"]), to_nhwc(data["x_test"]), np.asarray(data["y_test"])
+
+
 def _npz_floats(path: Path):
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -109,12 +123,14 @@ def _npz_floats(path: Path):
 
 
 def load_dataset(name: str, input_quant: InputQuant | None = None) -> Dataset:
-    """'digits' or a path to an .npz (x_train, y_train, x_test, y_test; x as (N,H,W,C), (N,H,W) or (N,L)).
+    """'digits', 'mnist1d' or a path to an .npz (x_train, y_train, x_test, y_test; x as (N,H,W,C), (N,H,W) or (N,L)).
 
     Pass the model's `input_quant` when validating, so the test inputs are the bytes the model expects.
     """
     if name == "digits":
         return _quantize_split("digits", *_digits_floats(), input_quant=input_quant)
+    if name == "mnist1d":
+        return _quantize_split("mnist1d", *_mnist1d_floats(), input_quant=input_quant)
     if name.endswith(".npz"):
         return _quantize_split(Path(name).stem, *_npz_floats(Path(name)), input_quant=input_quant)
-    raise DataError(f"unknown data set '{name}'", "use 'digits' or the path of an .npz file")
+    raise DataError(f"unknown data set '{name}'", "use 'digits', 'mnist1d' or the path of an .npz file")

@@ -37,9 +37,9 @@ def export(model: QuantSequential, input_shape, num_classes: int, profile: str =
                                    weights=np.ascontiguousarray(weights), **_requant_fields(p, qp)))
             shape, qp = out, p.out_qparams
         elif isinstance(layer, QuantMaxPool2d):
-            k, s, pad = layer.kernel_size, layer.stride, layer.padding
-            out = (_conv_out(shape[0], k, s, pad), _conv_out(shape[1], k, s, pad), shape[2])
-            layers.append(IntLayer("maxpool2d", shape, out, (k, k), (s, s), (pad, pad),
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+            out = (_conv_out(shape[0], kh, sh, ph), _conv_out(shape[1], kw, sw, pw), shape[2])
+            layers.append(IntLayer("maxpool2d", shape, out, (kh, kw), (sh, sw), (ph, pw),
                                    input_offset=-qp.zero_point, output_offset=qp.zero_point))
             shape = out
         elif isinstance(layer, QuantFlatten):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize
 
@@ -169,13 +170,24 @@ class QuantLayer(nn.Module):
 class QuantConv2d(QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, relu: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False):
         super().__init__(relu)
         self.inner = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
+
+
+class QuantConv1d(QuantConv2d):
+    """A 1-D convolution over (N, C, 1, L): a conv2d of height 1, so the device runs its conv2d kernel.
+
+    Sequences travel as NHWC (1, L, C) on the device, the layout `cqtf.data` gives (N, L) inputs.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, relu: bool = False):
+        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu)
 
 
 class QuantLinear(QuantLayer):
@@ -192,9 +204,11 @@ class QuantLinear(QuantLayer):
 class QuantMaxPool2d(nn.Module):
     """Max pooling commutes with a positive-scale affine map, so int and float paths agree trivially."""
 
-    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size, self.padding = _pair(kernel_size), _pair(padding)
+        self.stride = _pair(stride) if stride is not None else self.kernel_size
         self.quantized = False
 
     def forward(self, x: QAct) -> QAct:
@@ -202,6 +216,13 @@ class QuantMaxPool2d(nn.Module):
         y = pool(x.value)
         q = None if x.q is None else pool(x.q.double()).long()
         return QAct(y, q, x.qparams)
+
+
+class QuantMaxPool1d(QuantMaxPool2d):
+    """Max pooling along a sequence held as (N, C, 1, L)."""
+
+    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
+        super().__init__((1, kernel_size), (1, stride or kernel_size), (0, padding))
 
 
 class QuantFlatten(nn.Module):

@@ -9,7 +9,8 @@ from torch import nn
 
 from cqtf.data import InputQuant
 from cqtf.errors import DataError
-from cqtf.train.layers import QAct, QParams, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+from cqtf.train.layers import (QAct, QParams, QuantConv1d, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool1d,
+                               QuantMaxPool2d)
 
 
 class QuantSequential(nn.Module):
@@ -65,7 +66,29 @@ def digits_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant:
     return QuantSequential("digits_cnn", layers, input_quant)
 
 
-ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn}
+def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant) -> QuantSequential:
+    """A 1-D CNN for sequences (1, L, C): conv5(16)+ReLU, pool 2, conv3(32)+ReLU, pool 2, conv3(32)+ReLU, dense.
+
+    About 70 k MACs for MNIST-1D's length-40 sequences.
+    """
+    h, length, c = input_shape
+    if h != 1 or length % 4:
+        raise DataError(f"mnist1d_cnn takes sequences (1, L, C) with L a multiple of 4, got {input_shape}",
+                        "give 1-D data, e.g. --dataset mnist1d or an .npz with x of shape (N, L)")
+    layers = [
+        QuantConv1d(c, 16, 5, padding=2, relu=True),
+        QuantMaxPool1d(2),
+        QuantConv1d(16, 32, 3, padding=1, relu=True),
+        QuantMaxPool1d(2),
+        QuantConv1d(32, 32, 3, padding=1, relu=True),
+        QuantFlatten(),
+        QuantLinear(32 * (length // 4), num_classes),
+    ]
+    return QuantSequential("mnist1d_cnn", layers, input_quant)
+
+
+ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn, "mnist1d_cnn": mnist1d_cnn}
+ZOO_DATASETS: dict[str, str] = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d"}  # what each model is made for
 
 
 def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant) -> QuantSequential:
