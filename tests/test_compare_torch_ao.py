@@ -1,0 +1,75 @@
+"""PyTorch's own int8 models, converted to the device's layer table for the framework comparison."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from cqtf import reference
+from cqtf.compare import torch_ao
+from cqtf.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def converted_qat():
+    """A quickly trained QAT model: PyTorch's converted network and the IntModel made from it."""
+    data = load_dataset("digits")
+    captured = {}
+    original = torch_ao.to_int_model
+
+    def capture(converted, name, dataset):
+        captured["network"] = converted
+        return original(converted, name, dataset)
+
+    torch_ao.to_int_model = capture
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            framework = torch_ao.train_torch_ao_qat(data, "digits_cnn", float_epochs=2, qat_epochs=1)
+    finally:
+        torch_ao.to_int_model = original
+    return data, captured["network"], framework
+
+
+def _torch_layer_outputs(network, x: torch.Tensor) -> list[np.ndarray]:
+    """PyTorch's int8 tensor after each body module, shifted to int8 and NHWC."""
+    outputs = []
+    with torch.no_grad():
+        q = network.quant(x)
+        for module in network.body:
+            q = module(q)
+            if isinstance(module, torch.nn.Identity):
+                continue
+            values = q.int_repr().numpy().astype(np.int64) - torch_ao.UINT8_TO_INT8
+            outputs.append(values.transpose(0, 2, 3, 1) if values.ndim == 4 else values)
+    return outputs
+
+
+def test_the_device_receives_the_bytes_pytorch_quantizes(converted_qat):
+    data, network, _ = converted_qat
+    with torch.no_grad():
+        q = network.quant(torch_ao._float_inputs(data, data.x_test)).int_repr().numpy().astype(np.int64)
+    assert np.array_equal(q.transpose(0, 2, 3, 1) - 128, data.x_test)
+
+
+def test_converted_layers_match_pytorch_to_its_rounding(converted_qat):
+    """Same integers in, same weights: layer outputs differ only where the two requantizations round apart."""
+    data, network, framework = converted_qat
+    torch_layers = [o for o in _torch_layer_outputs(network, torch_ao._float_inputs(data, data.x_test))
+                    if o.ndim != 2 or o.shape[1] == framework.int_model.output_size]
+    host_layers = reference.run_layers(framework.int_model, data.x_test)
+    assert len(torch_layers) == len(host_layers)
+    for torch_out, host_out in zip(torch_layers, host_layers):
+        host_out = host_out.reshape(torch_out.shape).astype(np.int64)
+        differs = torch_out != host_out
+        assert differs.mean() < 0.02, differs.mean()  # a mapping error would change most outputs
+        if differs.any():
+            assert np.abs(torch_out - host_out).max() <= 3  # one LSB, grown by at most two layers
+
+
+def test_converted_model_predicts_like_pytorch(converted_qat):
+    data, _, framework = converted_qat
+    host = reference.predict(reference.run(framework.int_model, data.x_test))
+    host_accuracy = float((host == data.y_test).mean())
+    assert abs(host_accuracy - framework.framework_int8_accuracy) <= 0.02
+    assert host_accuracy > 0.5
