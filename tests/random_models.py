@@ -34,8 +34,11 @@ def random_network(seed: int, input_shape=(9, 7, 2), stride=1, padding=1, kernel
     oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
     ph, pw = (oh + 2 * 1 - 3) // 2 + 1, (ow + 2 * 1 - 3) // 2 + 1
     layers = [conv, QuantMaxPool2d(3, 2, 1), QuantFlatten(), QuantLinear(4 * ph * pw, 5)]
-    network = QuantSequential("random", layers, quant)
-    x = random_inputs(seed, 32, input_shape)
+    return calibrated_quantized(QuantSequential("random", layers, quant), random_inputs(seed, 32, input_shape))
+
+
+def calibrated_quantized(network: QuantSequential, x: np.ndarray) -> QuantSequential:
+    """Calibrate the network's activation ranges on x, then switch it to the device's forward pass."""
     network.eval()
     network.set_calibrating(True)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from cqtf.errors import DataError
 from cqtf.train.export import export
 from cqtf.train.layers import QuantConv1d, QuantFlatten, QuantLinear, QuantMaxPool1d
 from cqtf.train.model import QuantSequential, build_model, logits_int8
-from random_models import random_inputs
+from random_models import calibrated_quantized, random_inputs
 
 
 def test_mnist1d_is_generated_in_code_with_a_fixed_split():
@@ -27,15 +27,7 @@ def _sequence_network(seed: int, length: int, channels: int, kernel: int, stride
     pooled = (out_len + 2 * 1 - 3) // 2 + 1
     layers = [QuantConv1d(channels, 6, kernel, stride, padding, relu=bool(seed % 2)), QuantMaxPool1d(3, 2, 1),
               QuantFlatten(), QuantLinear(6 * pooled, 4)]
-    network = QuantSequential("seq", layers, quant)
-    x = random_inputs(seed, 32, (1, length, channels))
-    network.eval()
-    network.set_calibrating(True)
-    with torch.no_grad():
-        network(torch.from_numpy(x))
-    network.set_calibrating(False)
-    network.set_quantized(True)
-    return network
+    return calibrated_quantized(QuantSequential("seq", layers, quant), random_inputs(seed, 32, (1, length, channels)))
 
 
 @pytest.mark.parametrize("seed,length,channels,kernel,stride,padding", [
