@@ -73,3 +73,18 @@ def test_converted_model_predicts_like_pytorch(converted_qat):
     host_accuracy = float((host == data.y_test).mean())
     assert abs(host_accuracy - framework.framework_int8_accuracy) <= 0.02
     assert host_accuracy > 0.5
+
+
+def test_every_framework_starts_from_cqtfs_initial_network():
+    from cqtf.compare.plain import plain_layers
+    from cqtf.train.model import build_model
+
+    data = load_dataset("digits")
+    model = build_model("digits_cnn", data.input_shape, data.num_classes, data.input_quant)
+    plain = plain_layers(model)
+    cqtf_params = [p for layer in model.layers if hasattr(layer, "inner") for p in layer.inner.parameters()]
+    plain_params = [p for module in plain for p in module.parameters()]
+    assert len(cqtf_params) == len(plain_params) == 6
+    assert all(torch.equal(a, b) for a, b in zip(cqtf_params, plain_params))
+    plain[0].weight.data.add_(1.0)  # a copy, not shared storage: training one leaves the other alone
+    assert not torch.equal(plain[0].weight, model.layers[0].inner.weight)
