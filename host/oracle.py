@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -166,3 +166,33 @@ def arena_usage(model_bytes: bytes, x: np.ndarray, arena_size: int = DEFAULT_ARE
     with _captured_stderr() as text:
         interp.print_allocations()
     return {key: int(value) for key, value in _ALLOCATION.findall(text[0] if text else "")}
+
+
+def report_keys(model: IntModel, x: np.ndarray, device_outputs: np.ndarray, out_dir) -> dict:
+    """The report's TFLM keys; writes out_dir/model.tflite. Without tflite-micro, or for a model that
+    has no faithful .tflite, the counts are None and `tflm_note` says why (never an exception)."""
+    from pathlib import Path
+
+    from cqtf.tflite_export import TFLITE_NAME, ExportError, overflow_risks
+
+    keys = {"tflm_mismatched_samples": None, "tflm_host_mismatched_samples": None, "tflm_mismatches": [],
+            "tflm_overflow_risks": [], "tflm_version": version(), "tflm_note": None}
+    if model.profile != "int8":
+        keys["tflm_note"] = f"profile {model.profile} has no TFLite Micro equivalent"
+        return keys
+    keys["tflm_note"] = available()
+    if keys["tflm_note"]:
+        return keys
+    try:
+        model_bytes = export_tflite(model)
+    except ExportError as e:
+        keys["tflm_note"] = f"not exported to .tflite: {e.message}"
+        return keys
+    (Path(out_dir) / TFLITE_NAME).write_bytes(model_bytes)
+    result = compare(model, x, model_bytes)
+    keys.update(
+        tflm_mismatched_samples=int(result.mismatched_against(device_outputs).sum()),
+        tflm_host_mismatched_samples=int(result.host_mismatched.sum()),
+        tflm_mismatches=[asdict(m) for m in result.mismatches],
+        tflm_overflow_risks=overflow_risks(model))
+    return keys

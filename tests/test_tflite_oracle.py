@@ -169,3 +169,24 @@ def test_arena_queries(trained_dir):
     smallest = oracle.minimum_arena_size(model_bytes, x[0])
     assert usage["total"] <= smallest < usage["total"] + 256  # alignment slack only
     assert not oracle._works(model_bytes, x[0], smallest - 1)
+
+
+def test_report_keys_without_tflite_micro_are_null_with_a_note(trained_dir, monkeypatch, tmp_path):
+    import sys
+
+    model = trained_dir.load_model()
+    x, _ = evaluation_split(model, "digits")
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)  # import fails as if not installed
+    keys = oracle.report_keys(model, x[:3], reference.run(model, x[:3]), tmp_path)
+    assert keys["tflm_mismatched_samples"] is None and "pip install" in keys["tflm_note"]
+    assert not (tmp_path / "model.tflite").exists()
+
+
+def test_report_keys_count_device_outputs_that_differ_from_tflm(trained_dir, tmp_path):
+    model = trained_dir.load_model()
+    x, _ = evaluation_split(model, "digits")
+    device = reference.run(model, x[:30])
+    device[[4, 9], 0] ^= 1  # two samples with one flipped bit
+    keys = oracle.report_keys(model, x[:30], device, tmp_path)
+    assert keys["tflm_mismatched_samples"] == 2 and keys["tflm_host_mismatched_samples"] == 0
+    assert keys["tflm_note"] is None and (tmp_path / "model.tflite").stat().st_size > 4000
