@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,19 +103,65 @@ def _instructions(dut: Device, x: np.ndarray, board: str, layer: int) -> float:
     return min(ticks) * BOARDS[board].instructions_per_tick
 
 
+def _stack_region(elf: Path) -> tuple[int, int]:
+    """(lowest address, size) of the stack the linker script reserves at the top of RAM."""
+    out = subprocess.run([shutil.which("arm-none-eabi-nm") or "arm-none-eabi-nm", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
+    symbols = {f[2]: int(f[0], 16) for f in (line.split() for line in out.splitlines()) if len(f) == 3}
+    return symbols["__stack_limit__"], symbols["__stack_top__"] - symbols["__stack_limit__"]
+
+
+def _hmp(qmp_path: str, command: str) -> str:
+    """One human-monitor command through QEMU's QMP socket."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(qmp_path)
+        stream = sock.makefile("rwb")
+        stream.readline()  # greeting
+        for request in ({"execute": "qmp_capabilities"},
+                        {"execute": "human-monitor-command", "arguments": {"command-line": command}}):
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            while True:
+                reply = json.loads(stream.readline())
+                if "event" not in reply:
+                    break
+        return reply.get("return", "")
+
+
+def stack_high_water(qmp_path: str, elf: Path, scratch: Path) -> int | None:
+    """Bytes of stack ever used: QEMU starts RAM zeroed and nothing paints the stack, so the lowest
+    non-zero word of the stack region marks the deepest point reached (a pushed zero there could
+    hide a word or two)."""
+    limit, size = _stack_region(elf)
+    dump = scratch / "stack.bin"
+    _hmp(qmp_path, f'pmemsave {limit:#x} {size} "{dump}"')
+    data = np.frombuffer(dump.read_bytes(), dtype="<u4") if dump.exists() else np.zeros(0, "<u4")
+    if len(data) * 4 != size:
+        return None
+    used = np.flatnonzero(data)
+    # all zeros: the dump did not see the stack (mps2-an505's secure-alias RAM reads as zeros there)
+    return int(size - 4 * used[0]) if len(used) else None
+
+
 def measure(board: str, elf: Path, model: IntModel, x: np.ndarray) -> dict:
-    """Whole-inference and per-layer instruction counts of one firmware on its emulated board."""
-    with emulate(board, elf) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=20.0)
-            dut.sync()
-            cumulative = [_instructions(dut, x, board, k) for k in range(len(model.layers))]
-            total = _instructions(dut, x, board, 255)
-        finally:
-            port.close()
+    """Whole-inference and per-layer instruction counts of one firmware on its emulated board, and
+    the stack it used."""
+    with tempfile.TemporaryDirectory(prefix="cqtf-qmp-") as scratch:
+        qmp = str(Path(scratch) / "qmp.sock")
+        with emulate(board, elf, extra_args=("-qmp", f"unix:{qmp},server=on,wait=off")) as emulator:
+            port = open_port(emulator.url)
+            try:
+                dut = Device(port, timeout=20.0)
+                dut.sync()
+                cumulative = [_instructions(dut, x, board, k) for k in range(len(model.layers))]
+                total = _instructions(dut, x, board, 255)
+                stack = stack_high_water(qmp, elf, Path(scratch))
+            finally:
+                port.close()
     per_layer = [cumulative[0]] + [b - a for a, b in zip(cumulative, cumulative[1:])]
-    return {"instructions": round(total), "layer_instructions": [round(v) for v in per_layer]}
+    return {"instructions": round(total), "layer_instructions": [round(v) for v in per_layer],
+            "stack_used_bytes": stack}
 
 
 def tflm_arena(model: IntModel, x: np.ndarray) -> dict:
@@ -140,7 +189,9 @@ def run(boards: list[str], work: Path, log=print) -> dict:
                 elf = build_firmware(board, model_dir.root, work / "build" / model.name / variant, extra_flags=flags)
                 footprint = firmware_footprint(elf, model_dir.root)
                 counts = measure(board, elf, model, x)
-                row[variant] = {**counts, **footprint,
+                peak = footprint["static_ram_bytes"] + counts["stack_used_bytes"] \
+                    if counts["stack_used_bytes"] is not None else None
+                row[variant] = {**counts, **footprint, "peak_ram_bytes": peak,
                                 "instructions_per_mac": round(counts["instructions"] / sum(macs), 3),
                                 "layer_instructions_per_mac": [round(i / m, 3) if m else None for i, m in
                                                                zip(counts["layer_instructions"], macs)]}
@@ -165,19 +216,25 @@ def render_markdown(results: dict) -> str:
                      f"{tflm['persistent']}; measured on a 64-bit host, tflite-micro {tflm['version']})."
                      if "arena_size_min" in tflm else f"TFLM: {tflm['note']}"), "",
                   "| board | instr/inference opt | instr/MAC opt | portable | instr/MAC portable | portable / opt "
-                  "| conv layers instr/MAC opt | flash bytes | RAM bytes (static + stack) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| conv layers instr/MAC opt (portable) | flash bytes | peak RAM bytes (static + stack used) "
+                  "| RAM reserved (static + stack) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for board, row in entry["boards"].items():
             opt, port = row["optimized"], row["portable"]
-            convs = [f"{v:.2f}" for v, kind in zip(opt["layer_instructions_per_mac"], entry["layers"])
+            convs = [f"{v:.2f} ({p:.2f})" for v, p, kind in zip(opt["layer_instructions_per_mac"],
+                                                                 port["layer_instructions_per_mac"], entry["layers"])
                      if kind == "conv2d"]
             lines.append(f"| {board} | {opt['instructions']} | {opt['instructions_per_mac']:.2f} | "
                          f"{port['instructions']} | {port['instructions_per_mac']:.2f} | "
                          f"{row['portable_over_optimized']:.2f} | {', '.join(convs)} | {opt['flash_bytes']} | "
+                         f"{opt['peak_ram_bytes']} ({opt['static_ram_bytes']} + {opt['stack_used_bytes']}) | "
                          f"{opt['ram_bytes']} |")
         lines.append("")
     lines += ["Per-layer counts are differences of INFER runs that stop after layer k; a Cortex-M3 has no "
-              "DSP extension, so both of its builds run the portable kernels.", ""]
+              "DSP extension, so both of its builds run the portable kernels. Static RAM holds the arena, the "
+              "link's frame buffers and the rest of .data/.bss; the stack used is the deepest non-zero word "
+              "of the reserved stack after the run (QEMU starts RAM zeroed). A TFLM firmware would need its "
+              "stack, link buffers and interpreter state on top of its arena.", ""]
     return "\n".join(lines)
 
 
