@@ -149,6 +149,9 @@ def _finish(report: dict, out: Path) -> None:
     if report["mismatched_samples"]:
         raise MismatchFound(f"{report['mismatched_samples']} of {report['samples']} samples differ between device "
                             f"and host simulation", f"see {out / 'report.md'} for the first differing layer and element")
+    if report.get("tflm_mismatched_samples"):
+        raise MismatchFound(f"{report['tflm_mismatched_samples']} of {report['samples']} samples differ between "
+                            "the device and TFLite Micro's interpreter", f"see {out / 'report.md'}")
 
 
 def summary_text(report: dict) -> str:
@@ -163,7 +166,14 @@ def summary_text(report: dict) -> str:
         f"  samples {report['samples']}, mismatched {report['mismatched_samples']}, link errors {report['link_errors']}",
         f"  throughput {report['throughput_samples_per_s']} samples/s, "
         f"{report['instructions_per_inference']} instructions per inference",
+        f"  tflite-micro interpreter: {_tflm_line(report)}",
     ])
+
+
+def _tflm_line(report: dict) -> str:
+    if report.get("tflm_mismatched_samples") is None:
+        return f"not compared ({report.get('tflm_note')})"
+    return f"mismatched {report['tflm_mismatched_samples']} (vs device), {report['tflm_host_mismatched_samples']} (vs host)"
 
 
 def main() -> None:

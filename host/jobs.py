@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cqtf import oracle
 from cqtf.errors import DeviceError
+from cqtf.firmware_build import firmware_footprint
 from cqtf.link.device import Device
 from cqtf.link.transport import open_port
 from cqtf.pipeline import ModelDir, build_stage, pack_stage, evaluation_split, train_stage
@@ -15,8 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def validate_on_port(url: str, model_dir: ModelDir, data: str | None, out: Path, *, baud: int = 115200,
-                     timeout: float = 5.0, instructions_per_tick: float | None = None) -> dict:
-    """Validate the device behind `url` against the model directory; writes and returns the report."""
+                     timeout: float = 5.0, instructions_per_tick: float | None = None,
+                     footprint: dict | None = None) -> dict:
+    """Validate the device behind `url` against the model directory; writes and returns the report.
+    `footprint` (cqtf.firmware_build.firmware_footprint of the flashed ELF) adds flash and RAM."""
     model = model_dir.load_model()
     training = model_dir.load_training()
     data = data or training.get("dataset", "digits")
@@ -34,6 +38,12 @@ def validate_on_port(url: str, model_dir: ModelDir, data: str | None, out: Path,
         result, model_hash=model.hash(), dataset=data, model_name=model.name, profile=model.profile,
         num_classes=model.num_classes, float_accuracy=training.get("float_accuracy"),
         training_host_accuracy=training.get("host_accuracy"), instructions_per_tick=instructions_per_tick)
+    # TFLite Micro's interpreter on the same samples: an oracle outside cqtf (writes out/model.tflite)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    report.update(oracle.report_keys(model, x_test, result.device_outputs, out))
+    footprint = footprint or {}
+    report.update(flash_bytes=footprint.get("flash_bytes"), ram_bytes=footprint.get("ram_bytes"),
+                  footprint=footprint or None)
     write_report(report, Path(out))
     return report
 
@@ -59,9 +69,10 @@ def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, 
     train_stage(dataset, model_name, profile, model_dir, epochs, progress)
     pack_stage(model_dir)
     elf = build_stage(model_dir, board)
+    footprint = firmware_footprint(elf, model_dir.root)
     with emulate(board, elf) as device:
         try:
-            return validate_on_port(device.url, model_dir, dataset, model_dir.root)
+            return validate_on_port(device.url, model_dir, dataset, model_dir.root, footprint=footprint)
         except DeviceError as e:
             e.message += f" (emulator log: {device.log_path})"
             raise

@@ -76,6 +76,10 @@ def render_markdown(report: dict) -> str:
         f"| predictions that differ | {report['prediction_disagreements']} |",
         f"| throughput | {report['throughput_samples_per_s']} samples/s |",
         f"| instructions per inference | {report['instructions_per_inference']} |",
+        f"| samples where TFLite Micro's interpreter differs from the device (host) | "
+        f"{report.get('tflm_mismatched_samples', 'n/a')} ({report.get('tflm_host_mismatched_samples', 'n/a')})"
+        + (f" — {report['tflm_note']}" if report.get("tflm_note") else "") + " |",
+        f"| firmware flash / RAM (incl. stack) | {report.get('flash_bytes')} / {report.get('ram_bytes')} bytes |",
         f"| link errors | {report['link_errors']} |",
         f"| model hash | `{report['model_hash'][:16]}` |",
         f"| firmware | {report['firmware_version']} |",
@@ -89,6 +93,12 @@ def render_markdown(report: dict) -> str:
                   "| sample | layer | kind | element (h, w, c) | device | host | differing elements |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {m['sample']} | {m['layer']} | {m['layer_kind']} | {tuple(m['element'])} | {m['device_value']} "
                   f"| {m['host_value']} | {m['differing_elements']} |" for m in report["mismatches"]]
+    if report.get("tflm_mismatches"):
+        lines += ["", "## First layer and element where TFLite Micro differs from the host simulation", "",
+                  "| sample | layer | kind | element (h, w, c) | TFLM | host | differing elements |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m['sample']} | {m['layer']} | {m['layer_kind']} | {tuple(m['element'])} | {m['tflm_value']} "
+                  f"| {m['host_value']} | {m['differing_elements']} |" for m in report["tflm_mismatches"]]
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,11 @@ def test_default_run_is_bit_exact(tmp_path):
     assert report["model_hash"] == ModelDir(tmp_path).load_model().hash()
     assert 0 <= report["float_accuracy"] <= 1
     assert report["instructions_per_inference"] > 10_000  # ~25 k MACs cannot take fewer
+    # TFLite Micro's own interpreter on the exported .tflite agrees with the firmware on every sample
+    assert report["tflm_mismatched_samples"] == 0 and report["tflm_host_mismatched_samples"] == 0, report["tflm_note"]
+    assert (tmp_path / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    assert 4000 < report["flash_bytes"] < 64 * 1024  # the 4 kB of weights and the code around them
+    assert report["footprint"]["arena_bytes"] < report["ram_bytes"]
     assert (tmp_path / "report.md").read_text().count("bit-exact") == 1
     assert (tmp_path / "confusion.png").stat().st_size > 1000
 
