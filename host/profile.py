@@ -171,3 +171,27 @@ def get_profile(name: str) -> Profile:
     if name not in PRESETS:
         raise DataError(f"unknown profile '{name}'", f"choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# Codes of the firmware's cqtf_requant_kind_t and cqtf_rounding_t (firmware/src/cqtf_types.h).
+REQUANT_CODES = {Requant.TFLM_DOUBLE: 0, Requant.SINGLE: 1, Requant.SHIFT: 2}
+ROUNDING_CODES = {Rounding.HALF_UP: 0, Rounding.HALF_AWAY: 1, Rounding.HALF_EVEN: 2, Rounding.FLOOR: 3,
+                  Rounding.CEIL: 4}
+
+
+def firmware_constants(profile: Profile) -> dict[str, int]:
+    """The CQTF_MODEL_ARITH_* constants (and cqtf_arith_t fields) of a profile, for the packer.
+    Raises DataError for a profile the firmware does not implement."""
+    bits = profile.activations.bits if isinstance(profile.activations, AffineInt8) else profile.activations.total_bits
+    wbits = profile.weights.bits if isinstance(profile.weights, AffineInt8) else profile.weights.total_bits
+    if bits != 8 or wbits != 8:
+        raise DataError(f"profile '{profile.name}' has {bits}-bit activations and {wbits}-bit weights",
+                        "the firmware stores 8-bit tensors: use an 8-bit profile")
+    return {
+        "REQUANT": REQUANT_CODES[profile.requant.kind],
+        "ACT_BITS": 8,
+        "ACC_BITS": profile.accumulator.bits,
+        "BLOCK": profile.accumulator.block,
+        "BLOCK_ROUNDING": ROUNDING_CODES[profile.accumulator.block_rounding],
+        "OUT_ROUNDING": ROUNDING_CODES[profile.requant.rounding],
+    }
