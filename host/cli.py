@@ -9,6 +9,9 @@ import click
 
 from cqtf.errors import CqtfError, MismatchFound
 from cqtf.pipeline import DEFAULT_BOARD, ModelDir
+from cqtf.profile import PRESETS
+
+PROFILE_NAMES = tuple(PRESETS)
 
 DEFAULT_OUT = "runs/default"
 
@@ -37,7 +40,8 @@ def cli():
 @click.option("--dataset", default=None,
               help="'digits', 'mnist1d' or a PATH.npz (default: the data set the zoo model is made for).")
 @click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Architecture from the zoo.")
-@click.option("--profile", default="int8", show_default=True, help="Device arithmetic profile.")
+@click.option("--profile", default="int8", show_default=True,
+              help=f"Device arithmetic profile: {', '.join(PROFILE_NAMES)}.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
 def train(dataset, model_name, profile, out, epochs):
@@ -126,7 +130,7 @@ def validate(url, model_dir, data, out, baud, timeout):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--dataset", default=None, help="'digits', 'mnist1d' or a PATH.npz (default: the model's own).")
 @click.option("--model", "model_name", default="digits_cnn", show_default=True)
-@click.option("--profile", default="int8", show_default=True)
+@click.option("--profile", default="int8", show_default=True, help=f"One of: {', '.join(PROFILE_NAMES)}.")
 @_board_option
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
 def run(out, dataset, model_name, profile, board, epochs):

@@ -38,6 +38,14 @@ class InputQuant:
         return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
 
 
+def fixed_input_quant(raw: InputQuant, frac_bits: int) -> InputQuant:
+    """Inputs for a fixed-point profile: zero point 0, the data's largest magnitude mapped to 2^frac_bits
+    (the value 1.0 in Q.frac_bits), from the affine quantization `raw` of the same data."""
+    lo = (-128 - raw.zero_point) * float(raw.scale)
+    hi = (127 - raw.zero_point) * float(raw.scale)
+    return InputQuant(np.float32(max(abs(lo), abs(hi)) / 2.0 ** frac_bits), 0)
+
+
 @dataclass
 class Dataset:
     """A classification data set; inputs int8 NHWC as sent to the device, shape (N, H, W, C)."""

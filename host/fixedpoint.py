@@ -89,3 +89,62 @@ def requantize_scalar(acc: int, multiplier: int, shift: int) -> int:
     if remainder > half or (remainder == half and high >= 0):
         quotient += 1
     return quotient
+
+
+# ---- Fixed-point steps of the other profiles (cqtf.profile). C twins: kernels/cqtf_fixed.h ----
+
+def round_shift(x, e, mode) -> np.ndarray:
+    """x / 2^e rounded by `mode` (a cqtf.profile.Rounding or its value) for e > 0; x * 2^-e for e <= 0
+    (a left shift, exact: saturate afterwards). Elementwise int64, e broadcasts."""
+    mode = getattr(mode, "value", mode)
+    x = np.asarray(x, dtype=np.int64)
+    e = np.asarray(e, dtype=np.int64)
+    right = np.maximum(e, 0)
+    left = np.maximum(-e, 0)
+    floor = x >> right
+    rem = x - (floor << right)  # in [0, 2^right)
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    if mode == "floor":
+        up = np.zeros_like(floor, dtype=bool)
+    elif mode == "ceil":
+        up = rem > 0
+    elif mode == "half_up":
+        up = (right > 0) & (rem >= half)
+    elif mode == "half_away":
+        up = (right > 0) & ((rem > half) | ((rem == half) & (x >= 0)))
+    elif mode == "half_even":
+        up = (right > 0) & ((rem > half) | ((rem == half) & ((floor & 1) == 1)))
+    else:
+        raise ValueError(f"unknown rounding mode {mode}")
+    return (floor + up) << left
+
+
+def round_shift_scalar(x: int, e: int, mode) -> int:
+    """The same in plain Python integers via exact fractions: the oracle for tests."""
+    from fractions import Fraction
+    import math as _math
+
+    mode = getattr(mode, "value", mode)
+    if e <= 0:
+        return x << -e
+    v = Fraction(x, 1 << e)
+    f = _math.floor(v)
+    frac = v - f
+    if mode == "floor":
+        return f
+    if mode == "ceil":
+        return _math.ceil(v)
+    if frac != Fraction(1, 2):
+        return f + (frac > Fraction(1, 2))
+    return {"half_up": f + 1, "half_away": f + 1 if x >= 0 else f, "half_even": f + (f % 2)}[mode]
+
+
+def saturate(x, bits: int) -> np.ndarray:
+    """Clamp to the signed range of `bits` bits."""
+    return np.clip(np.asarray(x, dtype=np.int64), -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def requantize_single(acc, multiplier, shift, mode) -> np.ndarray:
+    """int8 single rounding: round(acc * multiplier / 2^(31 - shift)) once (|acc * M| < 2^62 in int64)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    return round_shift(acc * np.asarray(multiplier, dtype=np.int64), 31 - np.asarray(shift, dtype=np.int64), mode)

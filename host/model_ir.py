@@ -15,7 +15,7 @@ import numpy as np
 
 from cqtf.errors import DataError
 
-FORMAT_VERSION = 1  # == CQTF_FORMAT_VERSION in firmware/src/cqtf_types.h
+FORMAT_VERSION = 2  # == CQTF_FORMAT_VERSION in firmware/src/cqtf_types.h
 LAYER_KINDS = ("conv2d", "maxpool2d", "fully_connected")
 _ARRAYS = {"weights": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
 
@@ -35,7 +35,8 @@ class IntLayer:
     weights: np.ndarray | None = None  # conv: (O, KH, KW, I); fc: (O, H*W*C in NHWC order)
     bias: np.ndarray | None = None  # (O,) int32
     multiplier: np.ndarray | None = None  # (O,) Q31
-    shift: np.ndarray | None = None  # (O,) > 0 is a left shift
+    shift: np.ndarray | None = None  # (O,) > 0 is a left shift (fixed point: acc frac - out frac = -shift)
+    acc_shift: int = 0  # fixed point: product fraction bits - accumulator fraction bits (block rounding)
     scales: dict = field(default_factory=dict)  # float32 input/weight/output scales, for reports
 
 
@@ -50,6 +51,20 @@ class IntModel:
     output_zero_point: int
     num_classes: int
     layers: list[IntLayer]
+    arithmetic: dict | None = None  # the profile's parameters (cqtf.profile.Profile.to_dict); None: the preset
+
+    def __post_init__(self):
+        from cqtf.profile import get_profile
+
+        if self.arithmetic is None:
+            self.arithmetic = get_profile(self.profile).to_dict()
+
+    @property
+    def arithmetic_profile(self):
+        """The cqtf.profile.Profile this model's integers were computed for."""
+        from cqtf.profile import Profile
+
+        return Profile.from_dict(self.arithmetic)
 
     @property
     def input_size(self) -> int:
@@ -77,6 +92,8 @@ class IntModel:
     def _canonical_meta(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
+            "profile": self.profile,
+            "arithmetic": self.arithmetic,
             "input_shape": list(self.input_shape),
             "input_zero_point": self.input_zero_point,
             "input_scale": float(np.float32(self.input_scale)),

@@ -10,10 +10,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from cqtf.data import InputQuant, load_dataset
+from cqtf.data import InputQuant, fixed_input_quant, load_dataset
 from cqtf.errors import DataError
 from cqtf.model_ir import IntModel
 from cqtf.pack.header import HEADER_NAME, write_header
+from cqtf.profile import get_profile
 
 log = logging.getLogger(__name__)
 DEFAULT_BOARD = "mps2-an386"
@@ -52,11 +53,13 @@ class ModelDir:
 
 def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
                 progress=lambda *a: None) -> dict:
+    from cqtf.train.model import input_frac_bits
     from cqtf.train.trainer import TrainConfig, train  # torch is slow to import: only when training
 
-    if profile != "int8":
-        raise DataError(f"profile '{profile}' is not available yet", "use --profile int8")
+    arithmetic = get_profile(profile)  # unknown profiles: a clear error listing the presets
     data = load_dataset(dataset)
+    if arithmetic.is_fixed:  # fixed point: inputs scaled to [-1, 1] in the profile's input format
+        data = load_dataset(dataset, input_quant=fixed_input_quant(data.input_quant, input_frac_bits(arithmetic)))
     config = TrainConfig(model=model, profile=profile)
     if epochs:
         config.float_epochs, config.quant_epochs = epochs

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cqtf.fixedpoint import requantize
+from cqtf import reference_fixed
+from cqtf.fixedpoint import requantize, requantize_single
 from cqtf.model_ir import IntLayer, IntModel
+from cqtf.profile import Profile, Requant
 
 
 def _padded(x: np.ndarray, layer: IntLayer, fill: int) -> np.ndarray:
@@ -31,22 +33,28 @@ def _windows(x: np.ndarray, layer: IntLayer):
             yield ky, kx, x[:, ky: ky + (out_h - 1) * sh + 1: sh, kx: kx + (out_w - 1) * sw + 1: sw, :]
 
 
-def _requantize_clamp(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
-    out = requantize(acc, layer.multiplier, layer.shift) + layer.output_offset
+def _requantize_clamp(acc: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    if profile is not None and profile.requant.kind == Requant.SINGLE:
+        out = requantize_single(acc, layer.multiplier, layer.shift, profile.requant.rounding)
+    else:
+        out = requantize(acc, layer.multiplier, layer.shift)
+    out = out + layer.output_offset
     return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
 
 
-def conv2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+def conv2d(x: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    if profile is not None and profile.is_fixed:
+        return reference_fixed.conv2d(x, layer, profile, _padded)
     # Padding positions are skipped on the device; adding the offset first and padding with 0 is the same.
     shifted = _padded(x.astype(np.int64) + layer.input_offset, layer, fill=0)
     weights = layer.weights.astype(np.int64)  # (O, KH, KW, I)
     acc = np.zeros((x.shape[0],) + tuple(layer.out_shape), dtype=np.int64)
     for ky, kx, window in _windows(shifted, layer):
         acc += window @ weights[:, ky, kx, :].T
-    return _requantize_clamp(acc + layer.bias.astype(np.int64), layer)
+    return _requantize_clamp(acc + layer.bias.astype(np.int64), layer, profile)
 
 
-def maxpool2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+def maxpool2d(x: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
     padded = _padded(x.astype(np.int64), layer, fill=np.iinfo(np.int64).min)
     out = np.full((x.shape[0],) + tuple(layer.out_shape), np.iinfo(np.int64).min, dtype=np.int64)
     for _, _, window in _windows(padded, layer):
@@ -54,10 +62,12 @@ def maxpool2d(x: np.ndarray, layer: IntLayer) -> np.ndarray:
     return np.clip(out, layer.act_min, layer.act_max).astype(np.int8)
 
 
-def fully_connected(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+def fully_connected(x: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    if profile is not None and profile.is_fixed:
+        return reference_fixed.fully_connected(x, layer, profile)
     flat = x.reshape(x.shape[0], -1).astype(np.int64) + layer.input_offset  # NHWC order
     acc = flat @ layer.weights.astype(np.int64).T + layer.bias.astype(np.int64)
-    return _requantize_clamp(acc, layer).reshape((x.shape[0],) + tuple(layer.out_shape))
+    return _requantize_clamp(acc, layer, profile).reshape((x.shape[0],) + tuple(layer.out_shape))
 
 
 KERNELS = {"conv2d": conv2d, "maxpool2d": maxpool2d, "fully_connected": fully_connected}
@@ -68,8 +78,9 @@ def run_layers(model: IntModel, x: np.ndarray) -> list[np.ndarray]:
     if x.ndim == 3:
         x = x[None]
     outputs = []
+    profile = model.arithmetic_profile
     for layer in model.layers:
-        x = KERNELS[layer.kind](x, layer)
+        x = KERNELS[layer.kind](x, layer, profile)
         outputs.append(x)
     return outputs
 

@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 
 import click
 from platformio.public import TestCase, TestCaseSource, TestRunnerBase, TestStatus
@@ -206,9 +205,14 @@ class CustomTestRunner(TestRunnerBase):
         if self.options.verbose:
             click.echo(" ".join(cmd))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        timer = threading.Timer(self.timeout(), proc.kill)  # a hung firmware must not hang CI
+        timed_out = threading.Event()
+
+        def kill_hung() -> None:  # a hung firmware must not hang CI
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(self.timeout(), kill_hung)
         timer.start()
-        started = time.monotonic()
         try:
             for data in iter(lambda: proc.stdout.read1(4096), b""):
                 self.on_testing_data_output(data)
@@ -221,8 +225,7 @@ class CustomTestRunner(TestRunnerBase):
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
-        elapsed = time.monotonic() - started
-        self._check_qemu_exit(status, elapsed)
+        self._check_qemu_exit(status, timed_out.is_set())
 
     @staticmethod
     def _wait_exit(proc: subprocess.Popen) -> int | None:
@@ -231,9 +234,9 @@ class CustomTestRunner(TestRunnerBase):
         except subprocess.TimeoutExpired:
             return None
 
-    def _check_qemu_exit(self, status: int | None, elapsed: float) -> None:
+    def _check_qemu_exit(self, status: int | None, timed_out: bool) -> None:
         if not self.output.finished:
-            if elapsed >= self.timeout():
+            if timed_out:
                 raise UnitTestSuiteError(f"no end line within {self.timeout():g} s (custom_test_timeout): "
                                          "the firmware hangs or is too slow")
             raise UnitTestSuiteError(f"QEMU exited with status {status} before the firmware reported "

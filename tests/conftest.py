@@ -27,3 +27,12 @@ def trained_dir(tmp_path_factory) -> ModelDir:
 def needs(*tools: str):
     missing = [t for t in tools if shutil.which(t) is None]
     return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} (run ./setup.sh)")
+
+
+@pytest.fixture(scope="session")
+def trained_blk32_dir(tmp_path_factory) -> ModelDir:
+    """digits_cnn trained briefly for the CQTF block-accumulator profile, packed."""
+    model_dir = ModelDir(tmp_path_factory.mktemp("model_blk32"))
+    train_stage("digits", "digits_cnn", "fixed8-blk32", model_dir, (4, 2))
+    pack_stage(model_dir)
+    return model_dir

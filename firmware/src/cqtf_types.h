@@ -5,7 +5,8 @@
  * executes them. Every float-to-integer conversion (scales, multipliers, shifts) happens on the
  * host: the firmware sees integers only.
  *
- * Tensors are int8, batch 1, laid out NHWC (height, width, channels; channels fastest).
+ * Tensors are 8-bit (int8 affine or signed Q-format fixed point, see cqtf_arith_t), batch 1,
+ * laid out NHWC (height, width, channels; channels fastest).
  * A flat vector of N features is the shape {h=1, w=1, c=N}.
  */
 #ifndef CQTF_TYPES_H
@@ -14,7 +15,7 @@
 #include <stdint.h>
 
 /* Bumped whenever the meaning of a field below changes; the packer writes the same number. */
-#define CQTF_FORMAT_VERSION 1u
+#define CQTF_FORMAT_VERSION 2u
 
 typedef enum {
     CQTF_OK = 0,
@@ -35,6 +36,41 @@ typedef struct {
 } cqtf_shape_t;
 
 /*
+ * The device arithmetic of a model (host/cqtf/profile.py, one profile): how a conv / fully connected
+ * output is accumulated, requantized and rounded. Codes equal cqtf.profile's REQUANT_CODES and
+ * ROUNDING_CODES. The packer writes them as CQTF_MODEL_ARITH_* constants and this struct.
+ */
+typedef enum {
+    CQTF_REQUANT_TFLM_DOUBLE = 0, /* int8 affine: Q31 multiplier + shift, TFLM double rounding */
+    CQTF_REQUANT_SINGLE = 1,      /* int8 affine: round(acc * multiplier * 2^(shift-31)) once */
+    CQTF_REQUANT_SHIFT = 2        /* fixed point: blocks, narrow accumulator, rounding shift */
+} cqtf_requant_kind_t;
+#define CQTF_REQUANT_KIND_MAX 2u
+
+typedef enum {
+    CQTF_ROUND_HALF_UP = 0,   /* floor(x / 2^e + 1/2) */
+    CQTF_ROUND_HALF_AWAY = 1, /* ties away from zero */
+    CQTF_ROUND_HALF_EVEN = 2, /* ties to even */
+    CQTF_ROUND_FLOOR = 3,     /* toward -infinity (arithmetic shift) */
+    CQTF_ROUND_CEIL = 4       /* toward +infinity */
+} cqtf_rounding_t;
+#define CQTF_ROUND_MAX 4u
+
+/* Activation bits and accumulator widths this firmware implements (checked by cqtf_model.h). */
+#define CQTF_ARITH_ACT_BITS 8u
+#define CQTF_ARITH_ACC_BITS_MIN 8u
+#define CQTF_ARITH_ACC_BITS_MAX 32u
+
+typedef struct {
+    uint8_t requant;        /* cqtf_requant_kind_t */
+    uint8_t act_bits;       /* bits of every tensor: 8 */
+    uint8_t acc_bits;       /* REQUANT_SHIFT: the running accumulator saturates to this many bits */
+    uint8_t block;          /* REQUANT_SHIFT: products per exactly summed block; 0 = all in one */
+    uint8_t block_rounding; /* REQUANT_SHIFT: cqtf_rounding_t of each block sum by acc_shift */
+    uint8_t out_rounding;   /* SINGLE and SHIFT: cqtf_rounding_t of the requantization */
+} cqtf_arith_t;
+
+/*
  * Integer requantization of one layer (int8 affine, TFLite Micro compatible):
  *   acc  = bias[oc] + sum (in + input_offset) * weight          (int32, cannot overflow for int8
  *                                                                  operands and < 2^16 products)
@@ -42,6 +78,13 @@ typedef struct {
  *   out  = clamp(out, act_min, act_max)                         (a fused ReLU is act_min = zero point)
  * requantize() is TFLite Micro's MultiplyByQuantizedMultiplier with double rounding, see
  * kernels/cqtf_requant.h; a positive shift is a left shift.
+ * With arith->requant == CQTF_REQUANT_SINGLE the requantization rounds once instead (see
+ * kernels/cqtf_fixed.h). With CQTF_REQUANT_SHIFT (fixed point; offsets 0, multiplier NULL):
+ *   per block of arith->block products (padding positions count as zero products):
+ *     s   = sat(round_shift(exact block sum, acc_shift, block_rounding), acc_bits)
+ *     acc = sat(acc + s, acc_bits)
+ *   acc = sat(acc + bias[oc], acc_bits)
+ *   out = clamp(round_shift(acc, -shift[oc], out_rounding), act_min, act_max)
  * For MAXPOOL2D only act_min/act_max are used.
  */
 typedef struct {
@@ -51,6 +94,8 @@ typedef struct {
     int32_t act_max;
     const int32_t *multiplier; /* [out_c], Q31 in [2^30, 2^31) or 0 */
     const int32_t *shift;      /* [out_c], in [-31, 30] */
+    int32_t acc_shift;         /* REQUANT_SHIFT: product frac bits - accumulator frac bits, [-31, 31] */
+    const cqtf_arith_t *arith; /* the model's arithmetic; NULL = CQTF_REQUANT_TFLM_DOUBLE */
 } cqtf_quant_t;
 
 /* Arena offsets with a meaning of their own (cqtf_layer_t.input_at). */
@@ -90,6 +135,7 @@ typedef struct {
     uint16_t num_layers;
     const cqtf_layer_t *layers;
     uint32_t arena_size;        /* bytes of activation memory the plan needs (CQTF_MODEL_ARENA_SIZE) */
+    const cqtf_arith_t *arith;  /* the arithmetic every layer was packed for (NULL: int8 TFLM) */
 } cqtf_model_t;
 
 #endif /* CQTF_TYPES_H */

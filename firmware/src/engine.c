@@ -21,9 +21,19 @@ static uint32_t engine_arena[(CQTF_MODEL_ARENA_SIZE + 3u) / 4u + 1u];
 typedef cqtf_status_t (*engine_op_fn)(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
                                       const int8_t *const *inputs, int8_t *output);
 
+/* 1 when the layer runs the fixed-point kernels (profiles with CQTF_REQUANT_SHIFT). */
+static int fixed_point(const cqtf_layer_t *layer)
+{
+    return layer->quant.arith != 0 && layer->quant.arith->requant == CQTF_REQUANT_SHIFT;
+}
+
 static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
                                const int8_t *const *inputs, int8_t *output)
 {
+    if (fixed_point(layer)) {
+        (void)ctx;
+        return cqtf_conv2d_fx(layer, inputs[0], output);
+    }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_conv2d_s8_opt(ctx, layer, inputs[0], output);
 #else
@@ -43,6 +53,9 @@ static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_
                                         const int8_t *const *inputs, int8_t *output)
 {
     (void)ctx;
+    if (fixed_point(layer)) {
+        return cqtf_fully_connected_fx(layer, inputs[0], output);
+    }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_fully_connected_s8_opt(layer, inputs[0], output);
 #else
@@ -71,6 +84,15 @@ static int overlaps(uint32_t a, uint32_t a_size, uint32_t b, uint32_t b_size)
     return a < b + b_size && b < a + a_size; /* both ranges are inside the arena: no overflow */
 }
 
+/* 1 when this firmware implements the arithmetic (NULL: int8 TFLM double rounding). The header's
+ * compile-time checks make a mismatch a build error; this catches a layer table built elsewhere. */
+static int arith_supported(const cqtf_arith_t *ar)
+{
+    return ar == 0 || (ar->requant <= CQTF_REQUANT_KIND_MAX && ar->act_bits == CQTF_ARITH_ACT_BITS &&
+                       ar->acc_bits >= CQTF_ARITH_ACC_BITS_MIN && ar->acc_bits <= CQTF_ARITH_ACC_BITS_MAX &&
+                       ar->block_rounding <= CQTF_ROUND_MAX && ar->out_rounding <= CQTF_ROUND_MAX);
+}
+
 /* Resolves the layer's planned buffers and runs its kernel. */
 static cqtf_status_t run_layer(const cqtf_model_t *model, const cqtf_layer_t *layer,
                                const int8_t *input, int8_t **out)
@@ -85,8 +107,9 @@ static cqtf_status_t run_layer(const cqtf_model_t *model, const cqtf_layer_t *la
             break;
         }
     }
-    if (k == sizeof(engine_ops) / sizeof(engine_ops[0])) {
-        return CQTF_ERR_BAD_LAYER;
+    if (k == sizeof(engine_ops) / sizeof(engine_ops[0]) || layer->quant.arith != model->arith ||
+        !arith_supported(layer->quant.arith)) {
+        return CQTF_ERR_BAD_LAYER; /* every layer must run the arithmetic the model was packed for */
     }
     for (j = 0; j < CQTF_MAX_LAYER_INPUTS; ++j) {
         const uint32_t at = layer->input_at[j];

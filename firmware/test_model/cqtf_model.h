@@ -4,7 +4,7 @@
 
 #include "cqtf_types.h"
 
-#define CQTF_MODEL_FORMAT_VERSION 1u
+#define CQTF_MODEL_FORMAT_VERSION 2u
 #define CQTF_MODEL_NAME "cqtf_test_model"
 #define CQTF_MODEL_PROFILE "int8"
 #define CQTF_MODEL_INPUT_SIZE 64u

@@ -21,7 +21,7 @@ from pathlib import Path
 SEED = 20240601
 CONV, MAXPOOL, FC = 1, 2, 3  # cqtf_op_t
 OP_NAMES = {CONV: "CQTF_OP_CONV2D", MAXPOOL: "CQTF_OP_MAXPOOL2D", FC: "CQTF_OP_FULLY_CONNECTED"}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _ints(rng: random.Random, n: int, lo: int, hi: int) -> list[int]:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize
+from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize, requantize_single, round_shift, saturate
+from cqtf.profile import PRESETS, Profile, Requant
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -60,6 +61,52 @@ class IntegerParams:
     out_qparams: QParams
     act_min: int
     act_max: int
+
+
+@dataclass
+class FixedParams:
+    """One conv/linear layer of a fixed-point profile, as the device will hold it."""
+
+    weights: torch.Tensor  # int values (float dtype), torch layout
+    weight_frac: int
+    bias: torch.Tensor  # (O,) int values (int64), accumulator format
+    acc_frac: int
+    acc_shift: int  # product fraction bits - accumulator fraction bits
+    shift: int  # out fraction bits - accumulator fraction bits (positive = left)
+    out_qparams: QParams  # scale 2^-out_frac, zero point 0
+    act_min: int
+    act_max: int
+
+
+def frac_bits_of(qparams: QParams) -> int:
+    """Fraction bits of a fixed-point activation (scale 2^-f, zero point 0)."""
+    f = int(round(-np.log2(float(qparams.scale))))
+    assert qparams.zero_point == 0 and float(qparams.scale) == 2.0 ** -f, qparams
+    return f
+
+
+def fitting_frac_bits(max_abs: float, qmax: int, lo: int = 0, hi: int = 20) -> int:
+    """The most fraction bits with max_abs * 2^f <= qmax (no saturation), within [lo, hi]."""
+    if max_abs <= 0:
+        return hi
+    return int(np.clip(np.floor(np.log2(qmax / max_abs)), lo, hi))
+
+
+class SaturatingSTE(torch.autograd.Function):
+    """Saturation-aware straight-through gradient: inside the range the gradient passes; where the
+    output saturated, only the part that pushes the value back inside passes (a descent step on a
+    positive gradient lowers a value stuck at the top), so saturated units are not dead for good."""
+
+    @staticmethod
+    def forward(ctx, x, inside, high, low):
+        ctx.save_for_backward(inside, high, low)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, high, low = ctx.saved_tensors
+        keep = inside | (high & (grad > 0)) | (low & (grad < 0))
+        return grad * keep, None, None, None
 
 
 class RangeObserver(nn.Module):
@@ -105,6 +152,15 @@ class QuantLayer(nn.Module):
         self.relu = relu
         self.quantized = False
         self.observer = RangeObserver()
+        self.profile: Profile = PRESETS["int8"]
+        self.saturation_aware = True  # SaturatingSTE; False: zero the gradient wherever saturated
+        # Per-layer calibration of the fixed-point formats (trainer._calibrate_formats):
+        self.gain_log2 = 0  # weights scaled by 2^gain (ReLU nets are positively homogeneous)
+        self.act_gain_log2 = 0  # the sum of the gains up to this layer: the bias' scale
+        self.weight_frac_drop = 0  # calibrated formats: fraction bits below the largest that fits
+        self.out_frac: int | None = None  # calibrated formats: frozen output fraction bits
+        self.out_frac_drop = 0
+        self.health: dict[str, float] = {}  # counters of the last epoch, see train/health.py
 
     # subclasses: the float op, and the axis layout of per-channel parameters in its output
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -114,11 +170,44 @@ class QuantLayer(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.inner.weight
+        w = self.inner.weight
+        return w * (2.0 ** self.gain_log2) if self.gain_log2 else w
 
     @property
     def bias(self) -> torch.Tensor:
-        return self.inner.bias
+        b = self.inner.bias
+        return b * (2.0 ** self.act_gain_log2) if self.act_gain_log2 else b
+
+    def fixed_params(self, in_qparams: QParams) -> FixedParams:
+        """The integers of a fixed-point profile; the single source for forward and export."""
+        prof = self.profile
+        wfmt, afmt, acc = prof.weights, prof.activations, prof.accumulator
+        w = self.weight.detach()
+        if wfmt.frac_bits is not None:
+            w_frac = wfmt.frac_bits
+        else:
+            w_frac = fitting_frac_bits(float(w.abs().max()), wfmt.qmax) - self.weight_frac_drop
+        weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
+        in_frac = frac_bits_of(in_qparams)
+        product_frac = in_frac + w_frac
+        acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
+        bias = torch.clamp(_round_half_away(self.bias.detach().double() * 2.0 ** acc_frac), acc.min, acc.max).long()
+        if afmt.frac_bits is not None:
+            out_frac = afmt.frac_bits
+        elif self.out_frac is not None:
+            out_frac = self.out_frac
+        else:
+            out_frac = self.observed_out_frac()
+        act_min = 0 if self.relu else -afmt.qmax
+        return FixedParams(weights, w_frac, bias, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
+                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, afmt.qmax)
+
+    def observed_out_frac(self) -> int:
+        o = self.observer
+        if not bool(o.initialized):
+            raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
+        return fitting_frac_bits(max(abs(float(o.lo)), abs(float(o.hi))), self.profile.activations.qmax) \
+            - self.out_frac_drop
 
     def integer_params(self, in_qparams: QParams) -> IntegerParams:
         w = self.weight.detach()
@@ -142,7 +231,75 @@ class QuantLayer(nn.Module):
             if self.training or self.observer.calibrating:
                 self.observer.observe(y)
             return QAct(y, None, None)
+        if self.profile.is_fixed:
+            return self._fixed_forward(x)
         return self._quantized_forward(x)
+
+    # subclasses: the device-order columns (N, K, L) of an integer input, and the weights as (O, K)
+    def device_columns(self, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def device_weights(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def output_like(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(N, O, L) back to the op's output layout."""
+        raise NotImplementedError
+
+    def _fixed_forward(self, x: QAct) -> QAct:
+        p = self.fixed_params(x.qparams)
+        acc_spec = self.profile.accumulator
+        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers
+        w_dev = self.device_weights(p.weights).double()  # (O, K)
+        k = cols.shape[1]
+        block = acc_spec.block or k
+        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[2]), dtype=np.int64)
+        block_saturated = np.zeros(acc.shape, dtype=bool)
+        for start in range(0, k, block):
+            # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
+            s = torch.einsum("nkl,ok->nol", cols[:, start: start + block], w_dev[:, start: start + block])
+            s = round_shift(s.round().long().numpy(), p.acc_shift, acc_spec.block_rounding)
+            s_sat = saturate(s, acc_spec.bits)
+            acc = acc + s_sat
+            acc_sat = saturate(acc, acc_spec.bits)
+            block_saturated |= (s_sat != s) | (acc_sat != acc)
+            acc = acc_sat
+        biased = acc + p.bias.numpy()[None, :, None]
+        acc = saturate(biased, acc_spec.bits)
+        acc_high = (acc == acc_spec.max)
+        acc_low = (acc == acc_spec.min)
+        pre = round_shift(acc, -p.shift, self.profile.requant.rounding)
+        out = np.clip(pre, p.act_min, p.act_max)
+        q = self.output_like(torch.from_numpy(out), x.q)
+        exact = q.float() * float(p.out_qparams.scale)
+
+        w_fake = self.weight + (p.weights * 2.0 ** -p.weight_frac - self.weight).detach()
+        shadow = self.op(x.value, w_fake, self.bias)
+        if self.training:
+            self.observer.observe(F.relu(shadow) if self.relu else shadow)
+        floor = 0 if self.relu else -np.inf  # below a ReLU's zero is no saturation: the ReLU's own zero
+        high = self.output_like(torch.from_numpy((pre > p.act_max) | acc_high), x.q)
+        low = self.output_like(torch.from_numpy(((pre < p.act_min) & (pre < floor)) | (acc_low & (not self.relu))), x.q)
+        relu_zero = self.output_like(torch.from_numpy(self.relu & (pre < 0)), x.q)
+        inside = ~(high | low | relu_zero)
+        self._count_health(high | low, self.output_like(torch.from_numpy(block_saturated), x.q), p.weights)
+        shadow = self._ste(shadow, inside, high, low)
+        value = shadow + (exact - shadow).detach()
+        return QAct(value, q, p.out_qparams)
+
+    def _ste(self, shadow, inside, high, low):
+        if self.saturation_aware:
+            return SaturatingSTE.apply(shadow, inside, high, low)
+        return shadow * inside.float()
+
+    def _count_health(self, saturated: torch.Tensor, acc_saturated: torch.Tensor, weights: torch.Tensor) -> None:
+        if not self.training:
+            return
+        h = self.health
+        h["outputs"] = h.get("outputs", 0) + saturated.numel()
+        h["saturated"] = h.get("saturated", 0) + int(saturated.sum())
+        h["acc_saturated"] = h.get("acc_saturated", 0) + int(acc_saturated.sum())
+        h["weights_zero"] = float((weights == 0).float().mean())
 
     def _quantized_forward(self, x: QAct) -> QAct:
         p = self.integer_params(x.qparams)
@@ -150,7 +307,11 @@ class QuantLayer(nn.Module):
         # far above the int32 the device accumulates in.
         acc = self.op((x.q - x.qparams.zero_point).double(), p.weights.double(), p.bias.double())
         view = self.channel_view
-        requantized = requantize(acc.round().long().numpy(), p.multiplier.reshape(view), p.shift.reshape(view))
+        if self.profile.requant.kind == Requant.SINGLE:
+            requantized = requantize_single(acc.round().long().numpy(), p.multiplier.reshape(view),
+                                            p.shift.reshape(view), self.profile.requant.rounding)
+        else:
+            requantized = requantize(acc.round().long().numpy(), p.multiplier.reshape(view), p.shift.reshape(view))
         requantized = torch.from_numpy(requantized) + p.out_qparams.zero_point
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
@@ -161,8 +322,11 @@ class QuantLayer(nn.Module):
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
             self.observer.observe(F.relu(shadow) if self.relu else shadow)
-        passes = ((requantized >= p.act_min) & (requantized <= p.act_max)).float()
-        shadow = shadow * passes
+        inside = (requantized >= p.act_min) & (requantized <= p.act_max)
+        high = requantized > p.act_max
+        low = (requantized < p.act_min) & torch.tensor(not self.relu)
+        self._count_health(high | low, torch.zeros_like(high), p.weights)
+        shadow = self._ste(shadow, inside, high, low)
         value = shadow + (exact - shadow).detach()
         return QAct(value, q, p.out_qparams)
 
@@ -177,6 +341,20 @@ class QuantConv2d(QuantLayer):
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
+
+    def device_columns(self, q):
+        n, c = q.shape[:2]
+        kh, kw = self.inner.kernel_size
+        cols = F.unfold(q.double(), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
+        return cols.reshape(n, c, kh * kw, -1).transpose(1, 2).reshape(n, kh * kw * c, -1)  # ky, kx, ic order
+
+    def device_weights(self, w):
+        return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # OIHW -> O, (ky, kx, ic)
+
+    def output_like(self, flat, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.inner.kernel_size, self.inner.stride, self.inner.padding
+        oh, ow = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+        return flat.reshape(flat.shape[0], flat.shape[1], oh, ow)
 
 
 class QuantConv1d(QuantConv2d):
@@ -196,9 +374,26 @@ class QuantLinear(QuantLayer):
     def __init__(self, in_features: int, out_features: int, relu: bool = False):
         super().__init__(relu)
         self.inner = nn.Linear(in_features, out_features)
+        self.flatten_from: "QuantFlatten | None" = None  # set by QuantSequential: the device's feature order
 
     def op(self, x, weight, bias):
         return F.linear(x, weight, bias)
+
+    def _device_order(self, features: int) -> torch.Tensor:
+        shape = self.flatten_from.last_shape if self.flatten_from is not None else None
+        if shape is None:
+            return torch.arange(features)
+        c, h, w = shape
+        return torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)  # NCHW index of NHWC k
+
+    def device_columns(self, q):
+        return q[:, self._device_order(q.shape[1])].double()[:, :, None]  # (N, K, 1)
+
+    def device_weights(self, w):
+        return w[:, self._device_order(w.shape[1])]
+
+    def output_like(self, flat, x):
+        return flat[:, :, 0]
 
 
 class QuantMaxPool2d(nn.Module):
@@ -229,6 +424,8 @@ class QuantFlatten(nn.Module):
     """Flattens (N, C, H, W) in PyTorch's order; the exporter reorders the next layer's weights to NHWC."""
 
     quantized = False
+    last_shape: tuple[int, int, int] | None = None  # (C, H, W) of the last input
 
     def forward(self, x: QAct) -> QAct:
+        self.last_shape = tuple(x.value.shape[1:])
         return QAct(x.value.flatten(1), None if x.q is None else x.q.flatten(1), x.qparams)

@@ -9,18 +9,54 @@ from torch import nn
 
 from cqtf.data import InputQuant
 from cqtf.errors import DataError
-from cqtf.train.layers import (QAct, QParams, QuantConv1d, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool1d,
-                               QuantMaxPool2d)
+from cqtf.profile import PRESETS, Profile
+from cqtf.train.layers import (QAct, QParams, QuantConv1d, QuantConv2d, QuantFlatten, QuantLayer, QuantLinear,
+                               QuantMaxPool1d, QuantMaxPool2d)
+
+
+def input_frac_bits(profile: Profile) -> int:
+    """Fraction bits of the model input in a fixed-point profile: the format's own, else total - 2
+    (inputs are scaled to [0, 1] or [-1, 1], which then fit without saturation)."""
+    fmt = profile.activations
+    return fmt.frac_bits if fmt.frac_bits is not None else fmt.total_bits - 2
 
 
 class QuantSequential(nn.Module):
     """A chain of cqtf layers fed with int8 NHWC inputs, as the device receives them."""
 
-    def __init__(self, name: str, layers: list[nn.Module], input_quant: InputQuant):
+    def __init__(self, name: str, layers: list[nn.Module], input_quant: InputQuant, profile: Profile | None = None):
         super().__init__()
         self.name = name
         self.layers = nn.ModuleList(layers)
-        self.input_qparams = QParams(input_quant.scale, input_quant.zero_point)
+        self.data_input_quant = input_quant  # how raw data become the int8 inputs (kept in the IntModel)
+        for before, layer in zip(layers, layers[1:]):
+            if isinstance(before, QuantFlatten) and isinstance(layer, QuantLinear):
+                layer.flatten_from = before
+        self.set_profile(profile or PRESETS["int8"])
+
+    def set_profile(self, profile: Profile) -> None:
+        """The device arithmetic of the quantized forward. Fixed point: the int8 input q means q * 2^-f
+        with f = input_frac_bits(profile) (zero point 0), whatever the data's own scale."""
+        self.profile = profile
+        for layer in self.layers:
+            if hasattr(layer, "profile"):
+                layer.profile = profile
+        if profile.is_fixed:
+            if self.data_input_quant.zero_point != 0:
+                raise ValueError("a fixed-point profile needs inputs with zero point 0 (data.fixed_input_quant)")
+            self.input_qparams = QParams(np.float32(2.0 ** -input_frac_bits(profile)), 0)
+        else:
+            self.input_qparams = QParams(self.data_input_quant.scale, self.data_input_quant.zero_point)
+
+    def set_gains(self, gains: list[int]) -> None:
+        """Per-layer power-of-two weight gains (one per conv/linear layer) and the cumulative bias gains."""
+        total = 0
+        for layer, gain in zip(self.quant_layers(), gains):
+            total += gain
+            layer.gain_log2, layer.act_gain_log2 = gain, total
+
+    def quant_layers(self) -> list[QuantLayer]:
+        return [layer for layer in self.layers if isinstance(layer, QuantLayer)]
 
     def set_quantized(self, quantized: bool) -> None:
         for layer in self.layers:
@@ -51,7 +87,8 @@ class QuantSequential(nn.Module):
         return self.forward_act(x_int8).value
 
 
-def digits_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant) -> QuantSequential:
+def digits_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant,
+               profile: Profile | None = None) -> QuantSequential:
     """conv3x3(8)+ReLU, maxpool 2, conv3x3(16)+ReLU, dense: about 25 k MACs for 8x8x1."""
     h, w, c = input_shape
     if h % 2 or w % 2:
@@ -63,10 +100,11 @@ def digits_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant:
         QuantFlatten(),
         QuantLinear(16 * (h // 2) * (w // 2), num_classes),
     ]
-    return QuantSequential("digits_cnn", layers, input_quant)
+    return QuantSequential("digits_cnn", layers, input_quant, profile)
 
 
-def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant) -> QuantSequential:
+def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant,
+                profile: Profile | None = None) -> QuantSequential:
     """A 1-D CNN for sequences (1, L, C): conv5(16)+ReLU, pool 2, conv3(32)+ReLU, pool 2, conv3(32)+ReLU, dense.
 
     About 70 k MACs for MNIST-1D's length-40 sequences.
@@ -84,17 +122,18 @@ def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant
         QuantFlatten(),
         QuantLinear(32 * (length // 4), num_classes),
     ]
-    return QuantSequential("mnist1d_cnn", layers, input_quant)
+    return QuantSequential("mnist1d_cnn", layers, input_quant, profile)
 
 
 ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn, "mnist1d_cnn": mnist1d_cnn}
 ZOO_DATASETS: dict[str, str] = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d"}  # what each model is made for
 
 
-def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant) -> QuantSequential:
+def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant,
+                profile: Profile | None = None) -> QuantSequential:
     if name not in ZOO:
         raise DataError(f"unknown model '{name}'", f"choose one of: {', '.join(sorted(ZOO))}")
-    return ZOO[name](tuple(input_shape), num_classes, input_quant)
+    return ZOO[name](tuple(input_shape), num_classes, input_quant, profile)
 
 
 def logits_int8(model: QuantSequential, x_int8: np.ndarray) -> np.ndarray:

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from cqtf import reference
 from cqtf.data import Dataset
 from cqtf.model_ir import IntModel
+from cqtf.profile import Profile, get_profile
 from cqtf.train.export import export
+from cqtf.train.health import GradientMonitor
 from cqtf.train.model import QuantSequential, build_model, logits_int8
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,16 @@ class TrainConfig:
     quant_lr: float = 5e-4
     weight_decay: float = 1e-4
     seed: int = 0
+    warmup_epochs: int = 2  # quantized phase: the learning rate rises linearly over these epochs
+    calibrate_formats: bool = True  # fixed point: per-layer fraction bits / gains chosen on training data
+    saturation_aware: bool = True  # gradients that push a saturated value back inside still pass
 
 
 @dataclass
 class TrainResult:
     float_accuracy: float
     host_accuracy: float
+    float_deployed_accuracy: float  # the float network deployed as is on the profile's arithmetic
     int_model: IntModel
     seconds: float
     history: list[dict] = field(default_factory=list)
@@ -49,7 +55,9 @@ class TrainResult:
         return {
             "float_accuracy": self.float_accuracy,
             "host_accuracy": self.host_accuracy,
+            "float_deployed_accuracy": self.float_deployed_accuracy,
             "profile": self.config.profile,
+            "arithmetic": self.int_model.arithmetic,
             "dataset": dataset,
             "model": self.config.model,
             "model_hash": self.int_model.hash(),
@@ -60,9 +68,14 @@ class TrainResult:
 
 
 def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, config: TrainConfig, phase: str,
-            history: list[dict], progress) -> None:
+            history: list[dict], progress, monitor: GradientMonitor | None = None, warmup: int = 0) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs - warmup, 1))
+    if warmup > 0 and epochs > warmup:
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+        schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+    else:
+        schedule = cosine
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
     generator = torch.Generator().manual_seed(config.seed)
@@ -70,15 +83,22 @@ def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, confi
         model.train()
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
+        if monitor is not None:
+            monitor.reset()
         for start in range(0, len(x), config.batch_size):
             batch = order[start: start + config.batch_size]
             loss = F.cross_entropy(model(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
+            if monitor is not None:
+                monitor.after_backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)
         schedule.step()
-        history.append({"phase": phase, "epoch": epoch + 1, "loss": round(total / len(x), 5)})
+        entry = {"phase": phase, "epoch": epoch + 1, "loss": round(total / len(x), 5)}
+        if monitor is not None:
+            entry["gradient_health"] = monitor.epoch_report()
+        history.append(entry)
         progress(phase, epoch + 1, epochs, total / len(x))
 
 
@@ -90,25 +110,97 @@ def _float_accuracy(model: QuantSequential, data: Dataset) -> float:
 
 
 def _calibrate(model: QuantSequential, data: Dataset) -> None:
+    """Exact activation ranges of the float network on the training inputs (observers restarted)."""
+    quantized = model.quantized
+    model.set_quantized(False)
     model.eval()
+    for layer in model.quant_layers():
+        layer.observer.initialized.fill_(False)
     model.set_calibrating(True)
     with torch.no_grad():
         model(torch.from_numpy(data.x_train))
     model.set_calibrating(False)
+    model.set_quantized(quantized)
+
+
+def _deployed_accuracy(model: QuantSequential, data: Dataset) -> float:
+    int_model = export(model, data.input_shape, data.num_classes)
+    return float((reference.predict(reference.run(int_model, data.x_test)) == data.y_test).mean())
+
+
+def _quantized_loss(model: QuantSequential, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Cross entropy of the device-exact outputs, with the power-of-two gains undone (comparable)."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(x) * 2.0 ** -model.quant_layers()[-1].act_gain_log2
+    return float(F.cross_entropy(logits, y))
+
+
+def _format_candidates(profile: Profile) -> list[tuple[int, int, int]]:
+    """(gain, weight fraction-bit drop, output fraction-bit drop) to try per layer."""
+    if profile.weights.frac_bits is not None:  # fixed formats: only a power-of-two gain can move values
+        return [(g, 0, 0) for g in range(-2, 4)]
+    return [(0, dw, da) for dw in range(4) for da in range(3)]
+
+
+def _calibrate_formats(model: QuantSequential, data: Dataset, samples: int = 768) -> list[dict]:
+    """Vanishing-gradient mitigation, part 1: choose per layer, greedily in order, the fixed-point
+    formats (or, for formats fixed by the profile, a power-of-two gain on the weights) that minimize
+    the device-exact loss on training data: fewer saturated outputs and accumulators, fewer weights
+    rounded to zero. The network's float function is unchanged (ReLU nets are positively homogeneous)."""
+    x = torch.from_numpy(data.x_train[:samples])
+    y = torch.from_numpy(data.y_train[:samples])
+    layers = model.quant_layers()
+    choice = [(0, 0, 0)] * len(layers)
+
+    def apply(settings):
+        model.set_gains([g for g, _, _ in settings])
+        for layer, (_, dw, da) in zip(layers, settings):
+            layer.weight_frac_drop, layer.out_frac_drop, layer.out_frac = dw, da, None
+        _calibrate(model, data)
+        for layer in layers:
+            if layer.profile.activations.frac_bits is None:
+                layer.out_frac = layer.observed_out_frac()
+
+    log_rows = []
+    for i in range(len(layers)):
+        scores = []
+        for candidate in _format_candidates(model.profile):
+            trial = list(choice)
+            trial[i] = candidate
+            apply(trial)
+            scores.append((_quantized_loss(model, x, y), candidate))
+        best_loss, best = min(scores)
+        choice[i] = best
+        log_rows.append({"layer": i, "gain_log2": best[0], "weight_frac_drop": best[1],
+                         "out_frac_drop": best[2], "loss": round(best_loss, 5)})
+    apply(choice)
+    return log_rows
 
 
 def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     history: list[dict] = []
-    model = build_model(config.model, data.input_shape, data.num_classes, data.input_quant)
+    profile = get_profile(config.profile)
+    model = build_model(config.model, data.input_shape, data.num_classes, data.input_quant, profile)
+    monitor = GradientMonitor(model.quant_layers())
+    for layer in model.quant_layers():
+        layer.saturation_aware = config.saturation_aware
 
-    _epochs(model, data, config.float_epochs, config.float_lr, config, "float", history, progress)
+    _epochs(model, data, config.float_epochs, config.float_lr, config, "float", history, progress, monitor)
     float_accuracy = _float_accuracy(model, data)
+    monitor.float_norms = [row["grad_norm"] for row in history[-1]["gradient_health"]] if history else None
 
     _calibrate(model, data)
     model.set_quantized(True)
-    _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress)
+    float_deployed_accuracy = _deployed_accuracy(model, data)
+    formats = []
+    if profile.is_fixed and config.calibrate_formats:
+        formats = _calibrate_formats(model, data)
+        history.append({"phase": "calibrate_formats", "layers": formats})
+    _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress, monitor,
+            warmup=config.warmup_epochs)
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)
     host_outputs = reference.run(int_model, data.x_test)
@@ -117,4 +209,4 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
         bad = np.argwhere(host_outputs != training_outputs)[0]
         raise AssertionError(f"training forward and host reference disagree at sample {bad[0]}, output {bad[1]}")
     host_accuracy = float((reference.predict(host_outputs) == data.y_test).mean())
-    return TrainResult(float_accuracy, host_accuracy, int_model, time.perf_counter() - started, history, config)
+    return TrainResult(float_accuracy, host_accuracy, float_deployed_accuracy, int_model, time.perf_counter() - started, history, config)

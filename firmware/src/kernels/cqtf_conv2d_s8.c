@@ -1,4 +1,5 @@
 /* cqtf_conv2d_s8.c - reference int8 2-D convolution (NHWC, per-channel requantization). */
+#include "cqtf_fixed.h"
 #include "cqtf_kernels.h"
 #include "cqtf_requant.h"
 
@@ -62,8 +63,12 @@ cqtf_status_t cqtf_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int
         for (x = 0; x < layer->out.w; ++x) {
             for (oc = 0; oc < layer->out.c; ++oc) {
                 const int32_t acc = conv2d_accumulate(layer, input, y, x, oc);
-                const int32_t out = cqtf_requantize(acc, q->multiplier[oc], q->shift[oc]) +
-                                    q->output_offset;
+                int32_t out;
+                if (cqtf_single_rounding(q)) {
+                    output[cqtf_offset(layer->out, y, x, oc)] = cqtf_requant_single_clamp(q, oc, acc);
+                    continue;
+                }
+                out = cqtf_requantize(acc, q->multiplier[oc], q->shift[oc]) + q->output_offset;
                 output[cqtf_offset(layer->out, y, x, oc)] =
                     (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
             }

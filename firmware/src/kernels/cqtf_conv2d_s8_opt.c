@@ -13,6 +13,7 @@
  * 4 SXTB16, 8 SMLAD and 4 of loop upkeep.
  * The K % 4 last values stay in natural order (still interleaved) and are summed one by one.
  */
+#include "cqtf_fixed.h"
 #include "cqtf_kernels.h"
 #include "cqtf_requant_opt.h"
 #include "cqtf_simd.h"
@@ -89,6 +90,9 @@ static void im2col(const cqtf_layer_t *layer, const int8_t *input, uint32_t y, u
 
 static inline int8_t requant_clamp(const cqtf_quant_t *q, uint32_t oc, int32_t acc)
 {
+    if (cqtf_single_rounding(q)) {
+        return cqtf_requant_single_clamp(q, oc, acc);
+    }
     const int32_t out = cqtf_requantize_opt(acc, q->multiplier[oc], q->shift[oc]) + q->output_offset;
     return (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
 }

@@ -1,4 +1,5 @@
 /* cqtf_fully_connected_s8.c - reference int8 fully connected layer, per-channel requantization. */
+#include "cqtf_fixed.h"
 #include "cqtf_kernels.h"
 #include "cqtf_requant.h"
 
@@ -32,6 +33,10 @@ cqtf_status_t cqtf_fully_connected_s8(const cqtf_layer_t *layer, const int8_t *i
 
         for (i = 0; i < features; ++i) {
             acc += ((int32_t)input[i] + q->input_offset) * (int32_t)w[i];
+        }
+        if (cqtf_single_rounding(q)) {
+            output[o] = cqtf_requant_single_clamp(q, o, acc);
+            continue;
         }
         out = cqtf_requantize(acc, q->multiplier[o], q->shift[o]) + q->output_offset;
         output[o] = (int8_t)cqtf_clamp(out, q->act_min, q->act_max);

@@ -7,6 +7,7 @@
  * same way; two SMLADs per row take the 4 products. Per 8 MACs: 3 loads, 2 SXTAB16, 4 SXTB16,
  * 4 SMLAD. The features % 4 last products are summed one by one.
  */
+#include "cqtf_fixed.h"
 #include "cqtf_kernels.h"
 #include "cqtf_requant_opt.h"
 #include "cqtf_simd.h"
@@ -73,8 +74,12 @@ cqtf_status_t cqtf_fully_connected_s8_opt(const cqtf_layer_t *layer, const int8_
                   features, acc);
         for (r = 0; r < 2u; ++r) {
             const uint32_t row = r ? o2 : o;
-            const int32_t out = cqtf_requantize_opt(acc[r], q->multiplier[row], q->shift[row]) +
-                                q->output_offset;
+            int32_t out;
+            if (cqtf_single_rounding(q)) {
+                output[row] = cqtf_requant_single_clamp(q, row, acc[r]);
+                continue;
+            }
+            out = cqtf_requantize_opt(acc[r], q->multiplier[row], q->shift[row]) + q->output_offset;
             output[row] = (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
         }
     }

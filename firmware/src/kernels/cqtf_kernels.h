@@ -9,7 +9,9 @@
  * Returns CQTF_OK, or CQTF_ERR_BAD_LAYER (nothing written) when the layer is inconsistent.
  * No allocation, no scratch: the caller owns both tensors.
  *
- * Bit-exact to TFLite Micro's reference int8 kernels (per-channel quantization, double rounding).
+ * Bit-exact to TFLite Micro's reference int8 kernels (per-channel quantization, double rounding);
+ * with quant.arith->requant == CQTF_REQUANT_SINGLE the s8 kernels round once instead.
+ * The fixed-point profiles (CQTF_REQUANT_SHIFT) run the cqtf_*_fx kernels; max pooling is shared.
  */
 #ifndef CQTF_KERNELS_H
 #define CQTF_KERNELS_H
@@ -96,6 +98,12 @@ cqtf_status_t cqtf_maxpool2d_s8(const cqtf_layer_t *layer, const int8_t *input, 
 /* FULLY_CONNECTED: input flattened (NHWC order) to in.h * in.w * in.c features;
  * weights [out.c][in features], bias [out.c]; out = {1, 1, out.c}. */
 cqtf_status_t cqtf_fully_connected_s8(const cqtf_layer_t *layer, const int8_t *input,
+                                      int8_t *output);
+
+/* Fixed-point CONV2D / FULLY_CONNECTED (quant.arith->requant == CQTF_REQUANT_SHIFT): same tensor
+ * contract as the s8 kernels; blocks, accumulator and rounding as in cqtf_types.h. */
+cqtf_status_t cqtf_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+cqtf_status_t cqtf_fully_connected_fx(const cqtf_layer_t *layer, const int8_t *input,
                                       int8_t *output);
 
 /* Optimized CONV2D (same contract and outputs as cqtf_conv2d_s8): im2col of two output pixels

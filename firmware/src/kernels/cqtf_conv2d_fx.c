@@ -1,0 +1,63 @@
+/* cqtf_conv2d_fx.c - fixed-point 2-D convolution (NHWC) of the REQUANT_SHIFT profiles: blocks of
+ * exact products, narrow saturating accumulator, rounding shift (cqtf_types.h).
+ * Twin: host/reference_fixed.py conv2d (the product order ky, kx, ic; padding = zero products). */
+#include "cqtf_fixed.h"
+#include "cqtf_kernels.h"
+
+static int conv2d_fx_layer_ok(const cqtf_layer_t *layer)
+{
+    if (layer->op != CQTF_OP_CONV2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
+        layer->stride_h == 0 || layer->stride_w == 0) {
+        return 0;
+    }
+    if (cqtf_shape_size(layer->in) == 0 || cqtf_shape_size(layer->out) == 0) {
+        return 0;
+    }
+    if ((uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c > CQTF_MAX_PRODUCTS) {
+        return 0; /* the exact block sum (int32) could overflow */
+    }
+    return cqtf_fx_params_ok(layer);
+}
+
+static int8_t conv2d_fx_output(const cqtf_layer_t *layer, const int8_t *input, uint32_t y,
+                               uint32_t x, uint32_t oc)
+{
+    const cqtf_shape_t in = layer->in;
+    const int32_t y0 = (int32_t)(y * layer->stride_h) - layer->pad_top;
+    const int32_t x0 = (int32_t)(x * layer->stride_w) - layer->pad_left;
+    const int8_t *w = &layer->weights[oc * layer->kernel_h * layer->kernel_w * in.c];
+    cqtf_fx_acc_t a = {0, 0, 0u};
+    uint32_t ky, kx, ic;
+
+    for (ky = 0; ky < layer->kernel_h; ++ky) {
+        const int32_t iy = y0 + (int32_t)ky;
+        for (kx = 0; kx < layer->kernel_w; ++kx) {
+            const int32_t ix = x0 + (int32_t)kx;
+            const int inside = iy >= 0 && iy < (int32_t)in.h && ix >= 0 && ix < (int32_t)in.w;
+            for (ic = 0; ic < in.c; ++ic, ++w) {
+                const int32_t v =
+                    inside ? input[cqtf_offset(in, (uint32_t)iy, (uint32_t)ix, ic)] : 0;
+                cqtf_fx_add(&a, &layer->quant, v * (int32_t)*w);
+            }
+        }
+    }
+    return cqtf_fx_finish(&a, &layer->quant, layer->bias[oc], oc);
+}
+
+cqtf_status_t cqtf_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output)
+{
+    uint32_t y, x, oc;
+
+    if (!conv2d_fx_layer_ok(layer)) {
+        return CQTF_ERR_BAD_LAYER;
+    }
+    for (y = 0; y < layer->out.h; ++y) {
+        for (x = 0; x < layer->out.w; ++x) {
+            for (oc = 0; oc < layer->out.c; ++oc) {
+                output[cqtf_offset(layer->out, y, x, oc)] =
+                    conv2d_fx_output(layer, input, y, x, oc);
+            }
+        }
+    }
+    return CQTF_OK;
+}
