@@ -6,8 +6,11 @@ For each data set (digits, MNIST-1D) the zoo architecture made for it is trained
   - float training + torch.ao post-training static quantization (PyTorch's x86 defaults),
   - float training + torch.ao quantization-aware training (eager mode, x86 default QAT config),
   - cqtf, training with the device's exact arithmetic,
-each with the same budget (40 float epochs, then 20 quantized ones). Each model's integers are packed
-for cqtf's firmware, which runs every test sample on the emulated board. Rows: the accuracy the
+each with the same budget (40 float epochs, then 20 quantized ones) and the same initial network. Each
+model is deployed on each device profile: PyTorch's own int8 conversion for the int8 device; for the
+fixed-point devices, which PyTorch does not model, its trained float weights converted by cqtf's
+calibrate-and-export (cqtf.compare.to_profile). The integers are packed for cqtf's firmware, which
+runs every test sample on the emulated board. Rows: the accuracy the
 framework shows at training time, the deployed (device) accuracy, the gap, the share of samples whose
 device prediction differs from the training-time prediction, and whether the device equals cqtf's host
 simulation bit for bit (it must, for every row: the firmware is the same).
@@ -27,13 +30,16 @@ import numpy as np
 from cqtf import reference
 from cqtf.compare.deploy import deploy_and_validate
 from cqtf.compare.framework_model import FrameworkModel
+from cqtf.compare.to_profile import deploy_float_params
 from cqtf.compare.torch_ao import train_torch_ao_ptq, train_torch_ao_qat
 from cqtf.data import load_dataset
-from cqtf.pipeline import ModelDir, train_stage
+from cqtf.pipeline import ModelDir, evaluation_split, train_stage
 from cqtf.train.model import ZOO_DATASETS
 
 DATASETS = {"digits": "digits_cnn", "mnist1d": "mnist1d_cnn"}
-PROFILES = ["int8"]  # device arithmetic the rows are deployed on (TFLM-compatible int8, double rounding)
+# Device arithmetic the rows are deployed on: TFLM-compatible int8 (double rounding), 8-bit Q formats with a
+# 16-bit saturating accumulator, the CQTF authors' block-32 accumulation, and a plain floor shift.
+PROFILES = ["int8", "fixed8-acc16", "fixed8-blk32", "fixed8-floor"]
 assert all(ZOO_DATASETS[m] == d for d, m in DATASETS.items())
 
 
@@ -41,14 +47,23 @@ def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workd
     model_dir = ModelDir(workdir / f"cqtf-{dataset}-{profile}")
     summary = train_stage(dataset, model, profile, model_dir, epochs)
     int_model = model_dir.load_model()
-    data = load_dataset(dataset)
-    predictions = reference.predict(reference.run(int_model, data.x_test))
+    x_test, _ = evaluation_split(int_model, dataset)
+    predictions = reference.predict(reference.run(int_model, x_test))
     return FrameworkModel(f"cqtf ({profile})", summary["host_accuracy"], predictions, int_model, None)
 
 
+def _on_profile(framework: FrameworkModel, dataset: str, profile: str) -> FrameworkModel:
+    """The framework's model for a device of `profile`: its own int8 conversion, else converted by cqtf."""
+    if profile == "int8":
+        return framework
+    int_model = deploy_float_params(framework.float_params, framework.int_model.name, dataset, profile)
+    return FrameworkModel(framework.framework, framework.training_accuracy, framework.predictions, int_model,
+                          framework.framework_int8_accuracy, framework.float_params)
+
+
 def _row(dataset: str, profile: str, framework: FrameworkModel, board: str, workdir: Path, seconds: float) -> dict:
-    data = load_dataset(dataset)
-    result = deploy_and_validate(framework.int_model, data.x_test, data.y_test, board, workdir)
+    x_test, y_test = evaluation_split(framework.int_model, dataset)
+    result = deploy_and_validate(framework.int_model, x_test, y_test, board, workdir)
     deployed = result.device_accuracy
     return {
         "dataset": dataset, "model": framework.int_model.name, "profile": profile, "framework": framework.framework,
@@ -104,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--quick", action="store_true", help="short training (4 + 2 epochs), for a smoke run")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--profiles", nargs="+", default=PROFILES)
     args = parser.parse_args(argv)
     float_epochs, quant_epochs = (4, 2) if args.quick else (40, 20)
     rows = []
@@ -112,22 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in args.datasets:
             model = DATASETS[dataset]
             data = load_dataset(dataset)
-            for profile in PROFILES:
-                trainers = [
-                    lambda: train_torch_ao_ptq(data, model, float_epochs),
-                    lambda: train_torch_ao_qat(data, model, float_epochs, quant_epochs),
-                    lambda: _cqtf(dataset, model, profile, (float_epochs, quant_epochs), workdir),
-                ]
-                for i, trainer in enumerate(trainers):
-                    started = time.perf_counter()
-                    framework = trainer()
-                    row = _row(dataset, profile, framework, args.board, workdir / f"{dataset}-{profile}-{i}",
-                               time.perf_counter() - started)
+            others = []
+            for trainer in (lambda: train_torch_ao_ptq(data, model, float_epochs),
+                            lambda: train_torch_ao_qat(data, model, float_epochs, quant_epochs)):
+                started = time.perf_counter()
+                others.append((trainer(), time.perf_counter() - started))
+            for profile in args.profiles:
+                candidates = [(_on_profile(f, dataset, profile), s) for f, s in others]
+                started = time.perf_counter()
+                candidates.append((_cqtf(dataset, model, profile, (float_epochs, quant_epochs), workdir),
+                                   time.perf_counter() - started))
+                for i, (framework, seconds) in enumerate(candidates):
+                    row = _row(dataset, profile, framework, args.board, workdir / f"{dataset}-{profile}-{i}", seconds)
                     rows.append(row)
-                    print(f"{dataset:8s} {profile:6s} {row['framework']:22s} training {row['training_accuracy']:.4f} "
-                          f"deployed {row['deployed_accuracy']:.4f} gap {row['gap']:+.4f}", file=sys.stderr)
+                    print(f"{dataset:8s} {profile:13s} {row['framework']:22s} training {row['training_accuracy']:.4f} "
+                          f"deployed {row['deployed_accuracy']:.4f} gap {row['gap']:+.4f}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"board": args.board, "epochs": [float_epochs, quant_epochs], "quick": args.quick}
+    meta = {"board": args.board, "epochs": [float_epochs, quant_epochs], "quick": args.quick,
+            "profiles": args.profiles}
     (args.out / "comparison.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (args.out / "comparison.md").write_text(_markdown(rows, args.board))
     _plot(rows, args.out / "comparison.png")

@@ -51,15 +51,22 @@ class ModelDir:
             raise DataError(f"{self.train_json} is corrupt ({e})", "re-run `cqtf train`") from None
 
 
-def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
-                progress=lambda *a: None) -> dict:
+def dataset_for_profile(dataset: str, profile: str):
+    """The data set with its inputs quantized as a device of that profile receives them."""
     from cqtf.train.model import input_frac_bits
-    from cqtf.train.trainer import TrainConfig, train  # torch is slow to import: only when training
 
     arithmetic = get_profile(profile)  # unknown profiles: a clear error listing the presets
     data = load_dataset(dataset)
     if arithmetic.is_fixed:  # fixed point: inputs scaled to [-1, 1] in the profile's input format
         data = load_dataset(dataset, input_quant=fixed_input_quant(data.input_quant, input_frac_bits(arithmetic)))
+    return data
+
+
+def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
+                progress=lambda *a: None) -> dict:
+    from cqtf.train.trainer import TrainConfig, train  # torch is slow to import: only when training
+
+    data = dataset_for_profile(dataset, profile)
     config = TrainConfig(model=model, profile=profile)
     if epochs:
         config.float_epochs, config.quant_epochs = epochs

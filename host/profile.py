@@ -161,6 +161,9 @@ PRESETS: dict[str, Profile] = {p.name: p for p in (
     Profile("fixed8-blk32", _Q8_5, _Q8_5, Accumulator(8, block=32, block_rounding=Rounding.HALF_UP, frac_bits=5),
             Requantizer(Requant.SHIFT, Rounding.HALF_UP),
             description="CQTF: Q8.5 everywhere, blocks of 32 exact products rounded half-up and saturated"),
+    Profile("fixed8-floor", _FIXED8, _FIXED8, Accumulator(32),
+            Requantizer(Requant.SHIFT, Rounding.FLOOR),
+            description="8-bit Q format requantized by a plain arithmetic shift (floor), as many DSP kernels do"),
 )}
 
 # What the packer and the firmware implement (8-bit tensors: the device stores activations as int8).

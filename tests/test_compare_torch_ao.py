@@ -87,3 +87,16 @@ def test_every_framework_starts_from_cqtfs_initial_network():
     assert all(torch.equal(a, b) for a, b in zip(cqtf_params, plain_params))
     plain[0].weight.data.add_(1.0)  # a copy, not shared storage: training one leaves the other alone
     assert not torch.equal(plain[0].weight, model.layers[0].inner.weight)
+
+
+def test_float_weights_deploy_on_a_fixed_point_device_without_losing_the_function(converted_qat):
+    """With an exact 32-bit accumulator, fixed8 keeps the network's accuracy; the input ratio is folded in."""
+    from cqtf.compare.to_profile import deploy_float_params
+    from cqtf.pipeline import evaluation_split
+
+    _, _, framework = converted_qat
+    model = deploy_float_params(framework.float_params, "digits_cnn", "digits", "fixed8")
+    assert model.profile == "fixed8"
+    x_test, y_test = evaluation_split(model, "digits")
+    accuracy = float((reference.predict(reference.run(model, x_test)) == y_test).mean())
+    assert accuracy >= framework.training_accuracy - 0.05, (accuracy, framework.training_accuracy)

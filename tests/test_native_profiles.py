@@ -13,7 +13,7 @@ from cqtf.profile import PRESETS, Rounding, get_profile
 from cqtf.train.export import export
 from test_profiles import ACC_CASES, _inputs, _profile, fixed_network
 
-NATIVE_PROFILES = [PRESETS["fixed8"], PRESETS["fixed8-acc16"], PRESETS["fixed8-blk32"]] + [
+NATIVE_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-floor", "fixed8-blk32")] + [
     _profile(acc_bits, block, br, orr) for acc_bits, block, br, orr, _, _ in ACC_CASES[3:6]
 ]
 

@@ -148,7 +148,7 @@ def _inputs(seed, n, shape=(9, 7, 2)):
     return np.random.default_rng(seed).integers(-128, 128, (n,) + tuple(shape)).astype(np.int8)
 
 
-TRAIN_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-blk32")] + [
+TRAIN_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-floor", "fixed8-blk32")] + [
     _profile(acc_bits, block, br, orr, acc_frac=None) for acc_bits, block, br, orr, _, _ in ACC_CASES[3:]
 ]
 

@@ -15,3 +15,4 @@ class FrameworkModel:
     predictions: np.ndarray      # (N,) predictions of that training-time model on the test set
     int_model: IntModel          # the device's integers for this model
     framework_int8_accuracy: float | None = None  # the framework's own int8 model on the host, if it has one
+    float_params: list[dict] | None = None  # trained float weight/bias of each conv/linear, to deploy elsewhere

@@ -105,6 +105,12 @@ def _fuse_and_configure(network: _Network, data: Dataset, qat: bool) -> _Network
     return network
 
 
+def _float_params(network: nn.Module) -> list[dict]:
+    """Weight and bias of each conv/linear in order (QAT modules keep their float weights too)."""
+    return [{"weight": m.weight.detach().clone(), "bias": m.bias.detach().clone()}
+            for m in network.body.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
 def _converted(network: _Network, name: str, data: Dataset, x_test) -> tuple[float, IntModel]:
     torch.backends.quantized.engine = ENGINE
     network.eval()
@@ -122,9 +128,10 @@ def train_torch_ao_qat(data: Dataset, model_name: str, float_epochs: int = 40, q
     network = _fuse_and_configure(network, data, qat=True)
     _train(network, x_train, y_train, qat_epochs, 5e-4, batch, seed + 1)
     predictions = _predict(network, x_test)
+    params = _float_params(network)
     int8_accuracy, int_model = _converted(network, name, data, x_test)
     return FrameworkModel("torch.ao QAT", float((predictions == data.y_test).mean()), predictions, int_model,
-                          int8_accuracy)
+                          int8_accuracy, params)
 
 
 def train_torch_ao_ptq(data: Dataset, model_name: str, float_epochs: int = 40, seed: int = 0,
@@ -134,12 +141,13 @@ def train_torch_ao_ptq(data: Dataset, model_name: str, float_epochs: int = 40, s
     x_test = _float_inputs(data, data.x_test)
     name, network = _prepared(data, model_name, seed, x_train, y_train, float_epochs, batch)
     predictions = _predict(network, x_test)
+    params = _float_params(network)
     network = _fuse_and_configure(network, data, qat=False)
     with torch.no_grad():
         network(x_train[:calibration_samples])  # observers see the calibration set
     int8_accuracy, int_model = _converted(network, name, data, x_test)
     return FrameworkModel("float + torch.ao PTQ", float((predictions == data.y_test).mean()), predictions,
-                          int_model, int8_accuracy)
+                          int_model, int8_accuracy, params)
 
 
 def _weights_and_scales(module) -> tuple[np.ndarray, np.ndarray]:

@@ -123,6 +123,14 @@ def _calibrate(model: QuantSequential, data: Dataset) -> None:
     model.set_quantized(quantized)
 
 
+def deploy_as_is(model: QuantSequential, data: Dataset) -> IntModel:
+    """A float-trained network on its profile's arithmetic, with no device-simulated training: ranges
+    calibrated on the training inputs, then exported (what a converter does after float training)."""
+    _calibrate(model, data)
+    model.set_quantized(True)
+    return export(model, data.input_shape, data.num_classes)
+
+
 def _deployed_accuracy(model: QuantSequential, data: Dataset) -> float:
     int_model = export(model, data.input_shape, data.num_classes)
     return float((reference.predict(reference.run(int_model, data.x_test)) == data.y_test).mean())
