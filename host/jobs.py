@@ -1,9 +1,11 @@
 """Whole jobs: validate a device on a port, and the one-command run (train to report)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
+from cqtf.campaign import PROGRESS_NAME, ProgressFile, data_digest
 from cqtf.errors import DeviceError
 from cqtf.link.device import Device
 from cqtf.link.transport import open_port
@@ -14,27 +16,45 @@ from cqtf.validate import validate
 log = logging.getLogger(__name__)
 
 
-def validate_on_port(url: str, model_dir: ModelDir, data: str | None, out: Path, *, baud: int = 115200,
-                     timeout: float = 5.0, instructions_per_tick: float | None = None) -> dict:
-    """Validate the device behind `url` against the model directory; writes and returns the report."""
+def validate_on_port(url: str | list[str], model_dir: ModelDir, data: str | None, out: Path, *, baud: int = 115200,
+                     timeout: float = 5.0, instructions_per_tick: float | None = None, resume: bool = False,
+                     window: int | None = None, retries: int = 3, reset: str | None = None,
+                     progress: bool = True) -> dict:
+    """Validate the device(s) behind `url` (one URL or several, sharing the samples) against the
+    model directory; writes and returns the report. Results are saved to OUT/progress.jsonl as
+    they arrive and `resume` continues from there; the report appears whole, at the end, or not."""
+    urls = [url] if isinstance(url, str) else list(url)
     model = model_dir.load_model()
     training = model_dir.load_training()
     data = data or training.get("dataset", "digits")
     x_test, y_test = evaluation_split(model, data)
-    port = open_port(url, baudrate=baud)
+    out = Path(out)
+    store = ProgressFile(out / PROGRESS_NAME, {"model_hash": model.hash(), "data": data_digest(x_test, y_test),
+                                               "samples": len(x_test)}, resume=resume)
+    devices = []
     try:
-        device = Device(port, timeout=timeout)
-        device.sync()
-        result = validate(device, model, x_test, y_test)
+        for u in urls:
+            port = open_port(u, baudrate=baud, reset=reset)
+            device = Device(port, timeout=timeout, retries=retries,
+                            reopen=lambda u=u: open_port(u, baudrate=baud))
+            devices.append(device)
+            device.sync()
+        result = validate(devices, model, x_test, y_test, store=store, window=window, names=urls,
+                          progress=progress)
     finally:
-        port.close()
+        store.close()
+        for device in devices:
+            device.port.close()
     if instructions_per_tick is None:
         instructions_per_tick = _instructions_per_tick(result.device_info.board)
     report = build_report(
         result, model_hash=model.hash(), dataset=data, model_name=model.name, profile=model.profile,
         num_classes=model.num_classes, float_accuracy=training.get("float_accuracy"),
-        training_host_accuracy=training.get("host_accuracy"), instructions_per_tick=instructions_per_tick)
-    write_report(report, Path(out))
+        training_host_accuracy=training.get("host_accuracy"), instructions_per_tick=instructions_per_tick,
+        output_scale=model.output_scale, output_zero_point=model.output_zero_point)
+    report["campaign"]["duplicated_results"] = store.duplicates
+    write_report(report, out)
+    store.remove()
     return report
 
 
@@ -47,7 +67,7 @@ def _instructions_per_tick(board: str) -> float | None:
 
 
 def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, epochs=None,
-            progress=lambda *a: None) -> dict:
+            progress=lambda *a: None, jobs: int = 1) -> dict:
     from cqtf.emulator import emulate, get_board, require_qemu
     from cqtf.pio_offline import default_core_dir, prepare
 
@@ -59,9 +79,10 @@ def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, 
     train_stage(dataset, model_name, profile, model_dir, epochs, progress)
     pack_stage(model_dir)
     elf = build_stage(model_dir, board)
-    with emulate(board, elf) as device:
+    with contextlib.ExitStack() as stack:
+        emulators = [stack.enter_context(emulate(board, elf)) for _ in range(max(1, jobs))]
         try:
-            return validate_on_port(device.url, model_dir, dataset, model_dir.root)
+            return validate_on_port([e.url for e in emulators], model_dir, dataset, model_dir.root)
         except DeviceError as e:
-            e.message += f" (emulator log: {device.log_path})"
+            e.message += f" (emulator log: {', '.join(str(em.log_path) for em in emulators)})"
             raise
