@@ -238,8 +238,13 @@ class Device:
         return info
 
     def _resync(self) -> None:
-        """After a silence, a reset or a reconnect: a clean decoder on both sides, a new session."""
+        """After a silence, a reset or a reconnect: a clean decoder on both sides, then a look at
+        the session (a reset cleared it: counted) and a new one, which re-checks the model."""
         self.sync()
+        if self.last_info is not None:
+            current = DeviceInfo.parse(self.request(INFO))
+            if current.session != self.last_info.session:
+                self.recovery.resets += 1
         self.info()
 
     def infer(self, input_bytes: bytes, layer: int = FINAL_LAYER) -> Inference:
@@ -248,7 +253,6 @@ class Device:
             try:
                 return _parse_inference(self.request(INFER, payload))
             except _Reset:
-                self.recovery.resets += 1
                 self._resync()
         raise DeviceError(f"device kept resetting: INFER refused {self.retries + 1} times with no session",
                           "the board resets itself: check its power and watchdog")
@@ -301,7 +305,6 @@ class Device:
                 self._reconnect(str(e))
                 self._resend(pending, resync=True)
             except _Reset:
-                self.recovery.resets += 1
                 self._resend(pending, resync=True)
 
     def _collect(self, pending: "collections.OrderedDict[int, _Pending]"):
