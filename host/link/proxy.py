@@ -91,6 +91,7 @@ class LinkProxy:
             self.stats.connections += 1
             for s in (client, device):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.settimeout(0.2)  # the pumps poll `done` between reads
             done = threading.Event()
             pumps = [threading.Thread(target=self._pump, args=(a, b, d, done), daemon=True)
                      for a, b, d in ((client, device, UP), (device, client, DOWN))]
@@ -116,8 +117,6 @@ class LinkProxy:
         raise OSError(f"upstream {self.upstream} not listening")
 
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str, done: threading.Event) -> None:
-        src.settimeout(0.2)
-        dst.settimeout(None)
         next_free = time.monotonic()
         try:
             while not done.is_set():
@@ -169,18 +168,53 @@ class LinkProxy:
         yield bytes(out), pause
 
     def _send_paced(self, dst: socket.socket, data: bytes, next_free: float) -> float:
-        """Sends data no faster than the baud rate; returns when the wire is next free."""
+        """Delivers data as a UART would: each piece once the wire has carried it, one byte after
+        another. The wire is free again at `next_free`; bytes that were waiting start right then,
+        so a sleep that overshoots delays a piece but does not slow the wire down."""
         if self.bytes_per_s is None:
-            if data:
-                dst.sendall(data)
+            _send_all(dst, data)
             return next_free
-        step = max(1, int(self.bytes_per_s / 500))  # about 2 ms of wire time per send
+        step = max(1, int(self.bytes_per_s / 1000))  # about 1 ms of wire time per piece
+        next_free = max(next_free, time.monotonic() - 0.001)  # no credit beyond one piece
         for i in range(0, len(data), step):
             piece = data[i: i + step]
-            now = time.monotonic()
-            next_free = max(next_free, now - 0.002)  # an idle wire does not bank credit
-            if next_free > now:
-                time.sleep(next_free - now)
-            dst.sendall(piece)
             next_free += len(piece) / self.bytes_per_s
+            delay = next_free - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            _send_all(dst, piece)
         return next_free
+
+
+def _send_all(dst: socket.socket, data: bytes) -> None:
+    """sendall that waits out a slow reader (the sockets time out every 0.2 s for polling)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[dst.send(view):]
+        except socket.timeout:
+            continue
+
+
+def main(argv=None) -> int:
+    """`python -m cqtf.link.proxy --upstream 127.0.0.1:PORT --baud 115200`: a rate-limited wire in a
+    process of its own (benchmarks: no contention with the host's Python); prints its URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--upstream", required=True, help="HOST:PORT of the emulated board's serial socket")
+    parser.add_argument("--baud", type=int, default=None)
+    args = parser.parse_args(argv)
+    host, port = args.upstream.rsplit(":", 1)
+    with LinkProxy((host, int(port)), baud=args.baud) as proxy:
+        print(proxy.url, flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
