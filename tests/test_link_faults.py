@@ -128,3 +128,26 @@ def test_interrupted_run_resumes_where_it_stopped(firmware, trained_dir, tmp_pat
     assert report["campaign"]["shards"][0]["samples"] == 360 - saved
     assert report["samples"] == 360 and report["mismatched_samples"] == 0
     assert not progress.exists()
+
+
+def test_validates_over_a_pty(firmware, trained_dir, tmp_path):
+    """A pty is what a USB serial board looks like to the host: a /dev path opened by pyserial."""
+    import re
+
+    from cqtf.emulator import get_board
+
+    board = get_board(DEFAULT_BOARD)
+    qemu = subprocess.Popen(["qemu-system-arm", "-M", board.machine, "-kernel", str(firmware), "-display", "none",
+                             "-monitor", "none", "-serial", "pty", "-icount", "shift=0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = qemu.stdout.readline()
+        found = re.search(r"(/dev/pts/\d+)", line)
+        assert found, line
+        proc = run_cli("validate", "--port", found.group(1), "--model", trained_dir.root, "--out", tmp_path)
+    finally:
+        qemu.terminate()
+        qemu.wait(10)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["samples"] == 360 and report["mismatched_samples"] == 0 and report["link_errors"] == 0
