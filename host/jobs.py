@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from cqtf.campaign import PROGRESS_NAME, ProgressFile, data_digest
-from cqtf.errors import DeviceError
+from cqtf.errors import DeviceError, Interrupted
 from cqtf.link.device import Device
 from cqtf.link.transport import open_port
 from cqtf.pipeline import ModelDir, build_stage, pack_stage, evaluation_split, train_stage
@@ -41,6 +41,9 @@ def validate_on_port(url: str | list[str], model_dir: ModelDir, data: str | None
             device.sync()
         result = validate(devices, model, x_test, y_test, store=store, window=window, names=urls,
                           progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {len(store.done)} of {len(x_test)} samples done, saved in {store.path}",
+                          "run the same command with --resume to continue") from None
     finally:
         store.close()
         for device in devices:

@@ -78,6 +78,9 @@ def check_model(info: DeviceInfo, model: IntModel) -> None:
         raise ModelMismatchError(
             f"the device runs model {info.model_hash} ({info.model_name}), the host model is {expected} ({model.name})",
             "rebuild and flash the firmware for this model (`cqtf build`), or point --model at the matching directory")
+    if info.profile != model.profile:
+        raise ModelMismatchError(f"the device computes with profile {info.profile!r}, the host model uses "
+                                 f"{model.profile!r}", "rebuild the firmware with `cqtf build`")
     if (info.input_size, info.output_size, info.num_layers) != (model.input_size, model.output_size, len(model.layers)):
         raise ModelMismatchError(
             f"device model shape (in {info.input_size}, out {info.output_size}, {info.num_layers} layers) differs "

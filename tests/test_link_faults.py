@@ -116,6 +116,7 @@ def test_interrupted_run_resumes_where_it_stopped(firmware, trained_dir, tmp_pat
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
+        assert "--resume" in err and "Traceback" not in err, err
         assert not (tmp_path / "report.json").exists() and not (tmp_path / "report.md").exists()
         saved = _progress_lines(progress) - 1  # the header line
         assert 100 <= saved < 360, saved
