@@ -175,7 +175,7 @@ class LinkProxy:
             _send_all(dst, data)
             return next_free
         step = max(1, int(self.bytes_per_s / 1000))  # about 1 ms of wire time per piece
-        next_free = max(next_free, time.monotonic() - 0.001)  # no credit beyond one piece
+        next_free = max(next_free, time.monotonic())  # an idle wire banks no credit
         for i in range(0, len(data), step):
             piece = data[i: i + step]
             next_free += len(piece) / self.bytes_per_s
