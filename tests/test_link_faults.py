@@ -152,3 +152,78 @@ def test_validates_over_a_pty(firmware, trained_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["samples"] == 360 and report["mismatched_samples"] == 0 and report["link_errors"] == 0
+
+
+class _Rfc2217Server:
+    """An RFC 2217 (telnet COM port control) server in front of the emulated board's socket, as a
+    terminal server in a lab would stand in front of a real UART; pyserial's PortManager speaks
+    the protocol, this class only moves bytes."""
+
+    def __init__(self, board_url: str):
+        import serial
+
+        self.board = serial.serial_for_url(board_url, timeout=0.05)
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.url = f"rfc2217://127.0.0.1:{self.server.getsockname()[1]}"
+        self.stop = False
+        import threading
+
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import threading
+
+        import serial
+        from serial.rfc2217 import PortManager
+
+        conn, _ = self.server.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        class Connection:  # PortManager writes its telnet negotiation through .write()
+            def write(self, data):
+                conn.sendall(data)
+
+        manager = PortManager(self.board, Connection())
+
+        def to_client():
+            try:
+                while not self.stop:
+                    data = self.board.read(4096)
+                    if data:
+                        conn.sendall(b"".join(manager.escape(data)))
+            except (serial.SerialException, OSError):
+                pass  # the board or the client went away: the test is over
+
+        threading.Thread(target=to_client, daemon=True).start()
+        conn.settimeout(0.2)
+        while not self.stop:
+            try:
+                data = conn.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            self.board.write(b"".join(manager.filter(data)))
+        conn.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(5)
+        self.server.close()
+        self.board.close()
+
+
+def test_validates_over_rfc2217(firmware, trained_dir, tmp_path):
+    with emulate(DEFAULT_BOARD, firmware) as emulator:
+        server = _Rfc2217Server(emulator.url)
+        try:
+            proc = run_cli("validate", "--port", server.url, "--model", trained_dir.root, "--out", tmp_path)
+        finally:
+            server.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["samples"] == 360 and report["mismatched_samples"] == 0 and report["link_errors"] == 0
