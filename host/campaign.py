@@ -43,9 +43,11 @@ class ProgressFile:
         self.duplicates = 0  # results that arrived for a sample already done: must stay 0
         self._lock = threading.Lock()
         self._file = None
+        self._created = False  # the header is on disk: from then on the file is only appended to
         if resume and self.path is not None and self.path.exists():
             self._load()
             self._file = open(self.path, "a", encoding="ascii")
+            self._created = True
 
     def _load(self) -> None:
         lines = self.path.read_text(encoding="ascii", errors="replace").split("\n")
@@ -69,6 +71,7 @@ class ProgressFile:
         tmp.write_text(json.dumps(self.header) + "\n", encoding="ascii")
         os.replace(tmp, self.path)
         self._file = open(self.path, "a", encoding="ascii")
+        self._created = True
 
     def record(self, index: int, output: bytes, ticks: int) -> bool:
         """Saves one result; False (and counted) when the sample was already done."""
@@ -77,8 +80,10 @@ class ProgressFile:
                 self.duplicates += 1
                 return False
             if self.path is not None:
-                if self._file is None:
+                if self._file is None and not self._created:
                     self._open_fresh()
+                elif self._file is None:  # closed, then a late result: append, never start over
+                    self._file = open(self.path, "a", encoding="ascii")
                 self._file.write(json.dumps({"i": index, "out": output.hex(), "ticks": ticks}) + "\n")
                 self._file.flush()
             self.done[index] = (output, ticks)

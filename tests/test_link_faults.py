@@ -113,13 +113,14 @@ def test_interrupted_run_resumes_where_it_stopped(firmware, trained_dir, tmp_pat
             deadline = time.monotonic() + 60
             while _progress_lines(progress) < 100 and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
+            seen, exited = _progress_lines(progress), proc.poll()
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert "--resume" in err and "Traceback" not in err, err
         assert not (tmp_path / "report.json").exists() and not (tmp_path / "report.md").exists()
         saved = _progress_lines(progress) - 1  # the header line
-        assert 100 <= saved < 360, saved
+        assert 100 <= saved < 360, (saved, seen, exited, err)
 
         resumed = run_cli("validate", "--port", emulator.url, "--model", trained_dir.root, "--out", tmp_path,
                           "--resume")
