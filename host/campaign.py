@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,26 +161,34 @@ def run_campaign(devices: list[Device], x_test: np.ndarray, store: ProgressFile,
             for i in issued:  # requested but never answered: another device takes them
                 todo.put(i)
 
-    threads = [threading.Thread(target=work, args=(d, s), daemon=True) for d, s in zip(devices, stats.shards)]
-    for t in threads:
-        t.start()
+    # Waiting on an Event per worker, not on Thread.join: a Ctrl-C that lands inside join() can
+    # leave CPython 3.11 believing the thread has ended while it still records results.
+    def launch(pairs) -> list[threading.Event]:
+        events = []
+        for device, shard in pairs:
+            finished = threading.Event()
+            events.append(finished)
+            threading.Thread(target=lambda d=device, s=shard, f=finished: (work(d, s), f.set()),
+                             daemon=True).start()
+        return events
+
+    def wait(events, limit: float | None = None) -> None:
+        deadline = None if limit is None else time.monotonic() + limit
+        for finished in events:
+            while not finished.wait(0.2):
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+
+    running = launch(zip(devices, stats.shards))
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        wait(running)
         # a device that failed late may have handed back samples the others never saw
         while not todo.empty() and len(errors) < len(devices):
-            alive = [(d, s) for d, s in zip(devices, stats.shards) if not s.error]
-            threads = [threading.Thread(target=work, args=pair, daemon=True) for pair in alive]
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
+            running = launch([(d, s) for d, s in zip(devices, stats.shards) if not s.error])
+            wait(running)
     except KeyboardInterrupt:
         stop.set()  # workers finish what is in flight, and it is saved
-        for t in threads:
-            t.join(10)
+        wait(running, limit=10)
         raise
     finally:
         bar.close()

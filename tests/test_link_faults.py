@@ -111,9 +111,9 @@ def test_interrupted_run_resumes_where_it_stopped(firmware, trained_dir, tmp_pat
                                      "--model", str(trained_dir.root), "--out", str(tmp_path)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             deadline = time.monotonic() + 60
-            while _progress_lines(progress) < 100 and time.monotonic() < deadline and proc.poll() is None:
+            while _progress_lines(progress) < 101 and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
-            seen, exited = _progress_lines(progress), proc.poll()
+            seen, exited = _progress_lines(progress), proc.poll()  # the header and 100 samples, at least
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
