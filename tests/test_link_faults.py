@@ -194,7 +194,7 @@ class _Rfc2217Server:
                     data = self.board.read(4096)
                     if data:
                         conn.sendall(b"".join(manager.escape(data)))
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError, AttributeError):  # pyserial, once closed: no socket
                 pass  # the board or the client went away: the test is over
 
         threading.Thread(target=to_client, daemon=True).start()
