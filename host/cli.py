@@ -111,19 +111,40 @@ def _tcp_port(spec: str | None) -> int | None:
 
 
 @cli.command()
-@click.option("--port", "url", required=True, help="Serial device path or URL (socket://host:port, rfc2217://...).")
+@click.option("--port", "urls", required=True, multiple=True,
+              help="Serial device path or URL (socket://host:port, rfc2217://host:port, a pty); "
+                   "repeat it for several boards, which share the samples.")
 @_model_dir_option
 @click.option("--data", default=None, help="'digits', 'mnist1d' or PATH.npz (default: the data set the model was trained on).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory (default: the model directory).")
 @click.option("--baud", default=115200, show_default=True)
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each reply.")
-def validate(url, model_dir, data, out, baud, timeout):
-    """Validate a running device (real or emulated) against MODEL_DIR's model, sample by sample."""
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds of silence before a request is re-sent.")
+@click.option("--retries", default=3, show_default=True, help="Re-sends of one request before giving up.")
+@click.option("--window", type=click.IntRange(1, 64), default=None,
+              help="Requests in flight (default: as many as the device's receive buffer holds).")
+@click.option("--reset", type=click.Choice(["dtr", "rts"]), default=None,
+              help="Pulse this line after opening a real port, to restart the board.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/progress.jsonl.")
+def validate(urls, model_dir, data, out, baud, timeout, retries, window, reset, resume):
+    """Validate running devices (real or emulated) against MODEL_DIR's model, sample by sample."""
     from cqtf.jobs import validate_on_port
 
-    report = validate_on_port(url, ModelDir(model_dir), data, out or model_dir, baud=baud, timeout=timeout)
+    report = validate_on_port(list(urls), ModelDir(model_dir), data, out or model_dir, baud=baud, timeout=timeout,
+                              retries=retries, window=window, reset=reset, resume=resume)
     _finish(report, out or model_dir)
+
+
+@cli.command()
+def ports():
+    """List the serial ports of this machine (boards on USB first), for `validate --port`."""
+    from cqtf.link.transport import list_ports
+
+    found = list_ports()
+    for p in found:
+        click.echo("  ".join(x for x in (p["device"], p["usb"], p["description"], p["serial_number"]) if x))
+    if not found:
+        click.echo("no serial ports found (an emulated board: `cqtf emulate`, then --port socket://...)", err=True)
 
 
 @cli.command()
@@ -133,11 +154,14 @@ def validate(url, model_dir, data, out, baud, timeout):
 @click.option("--profile", default="int8", show_default=True, help=f"One of: {', '.join(PROFILE_NAMES)}.")
 @_board_option
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
-def run(out, dataset, model_name, profile, board, epochs):
+@click.option("--jobs", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Emulator instances that share the test set.")
+def run(out, dataset, model_name, profile, board, epochs, jobs):
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all
 
-    report = run_all(out, dataset or _default_dataset(model_name), model_name, profile, board, epochs, _progress)
+    report = run_all(out, dataset or _default_dataset(model_name), model_name, profile, board, epochs, _progress,
+                     jobs=jobs)
     _finish(report, out)
 
 

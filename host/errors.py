@@ -39,3 +39,9 @@ class MismatchFound(CqtfError):
     """Device outputs differ from the host simulation (the run completed; the report says where)."""
 
     exit_code = 3
+
+
+class Interrupted(CqtfError):
+    """Ctrl-C during a validation: what was done is saved for --resume."""
+
+    exit_code = 130

@@ -17,14 +17,52 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     return matrix
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compare(reference: np.ndarray, predicted: np.ndarray, ref_classes: np.ndarray, pred_classes: np.ndarray) -> dict:
+    """The figures of ST's validation for two sets of output tensors (N, K): acc (classes agree),
+    rmse, mae, l2r (||ref - pred|| / ||ref||) and cos (cosine similarity), over all elements."""
+    ref, pred = reference.astype(np.float64).ravel(), predicted.astype(np.float64).ravel()
+    diff = ref - pred
+    norms = np.linalg.norm(ref) * np.linalg.norm(pred)
+    return {
+        "acc": round(float((ref_classes == pred_classes).mean()), 6) if len(ref_classes) else None,
+        "rmse": round(float(np.sqrt(np.mean(diff ** 2))), 6) if diff.size else None,
+        "mae": round(float(np.mean(np.abs(diff))), 6) if diff.size else None,
+        "l2r": round(float(np.linalg.norm(diff) / np.linalg.norm(ref)), 6) if np.linalg.norm(ref) else None,
+        "cos": round(float(ref @ pred / norms), 6) if norms else None,
+    }
+
+
+def metric_rows(result: ValidationResult, num_classes: int, output_scale: float, output_zero_point: int) -> dict:
+    """device vs labels, host vs labels (softmax of the dequantized outputs against one-hot
+    labels) and device vs host (the dequantized outputs themselves)."""
+    def real(q):
+        return (q.astype(np.float64) - output_zero_point) * output_scale
+
+    one_hot = np.eye(num_classes)[result.labels]
+    device, host = real(result.device_outputs), real(result.host_outputs)
+    return {
+        "device_vs_labels": compare(one_hot, _softmax(device), result.labels, result.device_predictions),
+        "host_vs_labels": compare(one_hot, _softmax(host), result.labels, result.host_predictions),
+        "device_vs_host": compare(host, device, result.host_predictions, result.device_predictions),
+    }
+
+
 def build_report(result: ValidationResult, *, model_hash: str, dataset: str, model_name: str, profile: str,
                  num_classes: int, float_accuracy: float | None = None,
-                 training_host_accuracy: float | None = None, instructions_per_tick: float | None = None) -> dict:
+                 training_host_accuracy: float | None = None, instructions_per_tick: float | None = None,
+                 output_scale: float = 1.0, output_zero_point: int = 0) -> dict:
     """The report as a dict; the keys of the checking contract come first."""
     mismatched = int(result.mismatched.sum())
     confusion = confusion_matrix(result.labels, result.device_predictions, num_classes)
     per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).round(4).tolist()
     mean_ticks = float(result.ticks.mean()) if len(result.ticks) else 0.0
+    timed = result.samples if result.samples_timed is None else result.samples_timed
+    campaign = result.campaign
     report = {
         "float_accuracy": float_accuracy,
         "host_accuracy": result.host_accuracy,
@@ -39,7 +77,7 @@ def build_report(result: ValidationResult, *, model_hash: str, dataset: str, mod
         "training_host_accuracy": training_host_accuracy,
         "bit_exact": mismatched == 0,
         "prediction_disagreements": int((result.device_predictions != result.host_predictions).sum()),
-        "throughput_samples_per_s": round(result.samples / result.seconds, 2) if result.seconds else None,
+        "throughput_samples_per_s": round(timed / result.seconds, 2) if result.seconds and timed else None,
         "validation_seconds": round(result.seconds, 3),
         "ticks_per_inference": mean_ticks,
         "instructions_per_inference": round(mean_ticks * instructions_per_tick) if instructions_per_tick else None,
@@ -50,8 +88,30 @@ def build_report(result: ValidationResult, *, model_hash: str, dataset: str, mod
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
         "mismatches": [asdict(m) for m in result.mismatches],
+        "metrics": metric_rows(result, num_classes, output_scale, output_zero_point),
+        "link_recovery": asdict(result.recovery),
+        "campaign": {
+            "devices": campaign.devices if campaign else 1,
+            "resumed_samples": campaign.resumed_samples if campaign else 0,
+            "lost_samples": 0,  # a campaign with samples missing raises instead of reporting
+            "shards": [asdict(s) for s in campaign.shards] if campaign else [],
+        },
     }
     return report
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _recovery(report: dict) -> str:
+    r, c = report["link_recovery"], report["campaign"]
+    text = f"{r['retransmits']} retransmits, {r['resets']} device resets, {r['reconnects']} reconnects"
+    if c["devices"] > 1:
+        text += f"; {c['devices']} devices"
+    if c["resumed_samples"]:
+        text += f"; {c['resumed_samples']} samples resumed"
+    return text
 
 
 def _pct(value) -> str:
@@ -81,8 +141,14 @@ def render_markdown(report: dict) -> str:
         + (f" — {report['tflm_note']}" if report.get("tflm_note") else "") + " |",
         f"| firmware flash / RAM (incl. stack) | {report.get('flash_bytes')} / {report.get('ram_bytes')} bytes |",
         f"| link errors | {report['link_errors']} |",
+        f"| link recovery | {_recovery(report)} |",
         f"| model hash | `{report['model_hash'][:16]}` |",
         f"| firmware | {report['firmware_version']} |",
+        "",
+        "| comparison | acc | rmse | mae | l2r | cos |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name.replace('_vs_', ' vs ')} | " + " | ".join(_num(row[k]) for k in ("acc", "rmse", "mae", "l2r", "cos"))
+          + " |" for name, row in report["metrics"].items()),
         "",
         "Per-class device accuracy: " + ", ".join(f"{c}: {a:.3f}" for c, a in enumerate(report["per_class_accuracy"])),
         "",
@@ -134,8 +200,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_report(report: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_confusion(np.array(report["confusion_matrix"]), f"{report['model']} on {report['board']}: device",
-                   out_dir / "confusion.png")
+    png = out_dir / "confusion.png.tmp.png"
+    plot_confusion(np.array(report["confusion_matrix"]), f"{report['model']} on {report['board']}: device", png)
+    os.replace(png, out_dir / "confusion.png")
     write_atomic(out_dir / "report.md", render_markdown(report))
     write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return out_dir / "report.json"

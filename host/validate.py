@@ -12,8 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cqtf import reference
+from cqtf.campaign import CampaignStats, ProgressFile, run_campaign
 from cqtf.errors import DeviceError, ModelMismatchError
-from cqtf.link.device import Device, DeviceInfo
+from cqtf.link.device import Device, DeviceInfo, Recovery
 from cqtf.link.frame import LinkStats
 from cqtf.model_ir import IntModel
 
@@ -41,6 +42,9 @@ class ValidationResult:
     seconds: float
     link: LinkStats
     mismatches: list[LayerMismatch] = field(default_factory=list)
+    recovery: Recovery = field(default_factory=Recovery)
+    campaign: CampaignStats | None = None
+    samples_timed: int | None = None  # samples inferred in `seconds` (fewer than all when resumed)
 
     @property
     def samples(self) -> int:
@@ -74,6 +78,9 @@ def check_model(info: DeviceInfo, model: IntModel) -> None:
         raise ModelMismatchError(
             f"the device runs model {info.model_hash} ({info.model_name}), the host model is {expected} ({model.name})",
             "rebuild and flash the firmware for this model (`cqtf build`), or point --model at the matching directory")
+    if info.profile != model.profile:
+        raise ModelMismatchError(f"the device computes with profile {info.profile!r}, the host model uses "
+                                 f"{model.profile!r}", "rebuild the firmware with `cqtf build`")
     if (info.input_size, info.output_size, info.num_layers) != (model.input_size, model.output_size, len(model.layers)):
         raise ModelMismatchError(
             f"device model shape (in {info.input_size}, out {info.output_size}, {info.num_layers} layers) differs "
@@ -95,24 +102,43 @@ def locate_mismatch(device: Device, model: IntModel, sample: int, x: np.ndarray)
     return LayerMismatch(sample, -1, "", (0, 0, 0), 0, 0, 0)
 
 
-def validate(device: Device, model: IntModel, x_test: np.ndarray, y_test: np.ndarray,
-             progress: bool = True, max_localized: int = 10) -> ValidationResult:
-    """Run every sample on the device; x_test is int8 (N, H, W, C) as the model expects."""
-    info = device.info()
-    check_model(info, model)
+def validate(device: Device | list[Device], model: IntModel, x_test: np.ndarray, y_test: np.ndarray,
+             progress: bool = True, max_localized: int = 10, store: ProgressFile | None = None,
+             window: int | None = None, names: list[str] | None = None) -> ValidationResult:
+    """Run every sample on the device(s); x_test is int8 (N, H, W, C) as the model expects.
+
+    Several devices share the samples (a campaign); `store` keeps each result as it arrives and
+    holds those of an interrupted run when resuming. Requests are pipelined up to `window` (by
+    default what the device's receive buffer holds)."""
+    devices = device if isinstance(device, list) else [device]
+    for dut in devices:
+        dut.check = lambda info: check_model(info, model)
+        dut.info()  # handshake and model check on every device before any sample
     host_outputs = reference.run(model, x_test)
+    store = store or ProgressFile(None, {}, resume=False)
+    started = time.perf_counter()
+    resumed_before = len(store.done)
+    campaign = run_campaign(devices, x_test, store, names=names, window=window, progress=progress)
+    seconds = time.perf_counter() - started
     device_outputs = np.zeros_like(host_outputs)
     ticks = np.zeros(len(x_test), dtype=np.int64)
-    started = time.perf_counter()
-    for i in tqdm(range(len(x_test)), desc="validating on device", unit="sample", disable=not progress, leave=False):
-        result = device.infer(x_test[i].tobytes())
-        if len(result.output) != model.output_size:
-            raise DeviceError(f"sample {i}: device sent {len(result.output)} output bytes, the model has "
+    for i, (output, tick) in store.done.items():
+        if len(output) != model.output_size:
+            raise DeviceError(f"sample {i}: device sent {len(output)} output bytes, the model has "
                               f"{model.output_size}", "rebuild the firmware with `cqtf build`")
-        device_outputs[i] = np.frombuffer(result.output, dtype=np.int8)
-        ticks[i] = result.ticks
-    seconds = time.perf_counter() - started
-    result = ValidationResult(info, y_test, device_outputs, host_outputs, ticks, seconds, device.link_stats)
+        device_outputs[i] = np.frombuffer(output, dtype=np.int8)
+        ticks[i] = tick
+    link, recovery = LinkStats(), Recovery()
+    for dut in devices:
+        for name in vars(link):
+            setattr(link, name, getattr(link, name) + getattr(dut.link_stats, name))
+        for name in vars(recovery):
+            setattr(recovery, name, getattr(recovery, name) + getattr(dut.recovery, name))
+    # the rate of this run only: samples done before a resume took no time here
+    done_now = len(x_test) - resumed_before
+    result = ValidationResult(devices[0].last_info, y_test, device_outputs, host_outputs, ticks, seconds, link,
+                              recovery=recovery, campaign=campaign)
+    result.samples_timed = done_now
     for i in np.flatnonzero(result.mismatched)[:max_localized]:
-        result.mismatches.append(locate_mismatch(device, model, int(i), x_test[i]))
+        result.mismatches.append(locate_mismatch(devices[0], model, int(i), x_test[i]))
     return result

@@ -89,3 +89,76 @@ def test_unknown_dataset(tmp_path):
 def test_unknown_model(tmp_path):
     proc = run_cli("train", "--model", "resnet152", "--out", tmp_path)
     assert_clean_error(proc, "unknown model 'resnet152'", "digits_cnn")
+
+
+@pytest.fixture
+def noisy_device():
+    """A TCP peer that answers every request with bytes that never form a frame: a board at
+    another baud rate looks like this."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        data = conn.recv(4096)
+                    except OSError:
+                        continue
+                    if not data:
+                        break
+                    conn.sendall(bytes((0xF0 | (b & 0x0E)) for b in data))  # never a 0x00 delimiter
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"socket://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_wrong_baud_rate_is_named(trained_dir, noisy_device, tmp_path):
+    proc = run_cli("validate", "--port", noisy_device, "--model", trained_dir.root, "--timeout", "0.3",
+                   "--out", tmp_path)
+    assert_clean_error(proc, "did not answer INFO", "no valid frame", "--baud")
+    assert not list(tmp_path.iterdir())  # neither a report nor a progress file
+
+
+def test_port_in_use(trained_dir, tmp_path):
+    import os
+
+    import serial
+
+    controller, device = os.openpty()
+    path = os.ttyname(device)
+    holder = serial.Serial(path, exclusive=True)  # another program has the port
+    try:
+        proc = run_cli("validate", "--port", path, "--model", trained_dir.root, "--out", tmp_path)
+    finally:
+        holder.close()
+        os.close(controller)
+        os.close(device)
+    assert_clean_error(proc, f"serial port {path} is in use")
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_progress_file_on_resume(trained_dir, silent_device, tmp_path):
+    (tmp_path / "progress.jsonl").write_text('{"kind": "cqtf-progress"\n{"i": 0, "out"\n')
+    proc = run_cli("validate", "--port", silent_device, "--model", trained_dir.root, "--out", tmp_path, "--resume")
+    assert_clean_error(proc, "progress.jsonl")
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_ports_lists_without_error():
+    proc = run_cli("ports")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr

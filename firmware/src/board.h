@@ -16,6 +16,10 @@ void board_uart_write(const uint8_t *data, uint32_t len);
 /* Waits for and returns the next received byte. */
 uint8_t board_uart_read_byte(void);
 
+/* Bytes the board buffers while the firmware computes (an RX ring filled by interrupt; 0 when only
+ * the UART's data register holds them). INFO reports it: the host pipelines no more than this. */
+uint16_t board_rx_buffer(void);
+
 /* A free-running, monotonic 32-bit tick count that wraps; differences are taken modulo 2^32.
  * The board's notes say what a tick is (mps2 under QEMU -icount shift=0: 40 instructions). */
 uint32_t board_ticks(void);

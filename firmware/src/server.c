@@ -10,6 +10,21 @@
 typedef char server_payload_fits_u16[(CQTF_SERVER_MAX_PAYLOAD <= 0xFFFFu) ? 1 : -1];
 typedef char server_layers_fit_u8[(CQTF_MODEL_NUM_LAYERS <= 0xFFu) ? 1 : -1];
 
+/* Set by INFO with a 4-byte payload; in .bss, so a reset clears it to 0 and the next INFER is
+ * refused with CQTF_ERROR_NO_SESSION: that is how the host learns of a reset, re-checks the
+ * model and retries the samples it had in flight (docs/protocol.md, "Sessions"). */
+static uint32_t session;
+
+static uint32_t get_u32(const uint8_t *in)
+{
+    return (uint32_t)in[0] | ((uint32_t)in[1] << 8) | ((uint32_t)in[2] << 16) | ((uint32_t)in[3] << 24);
+}
+
+uint32_t cqtf_server_session(void)
+{
+    return session;
+}
+
 static void put_u16(uint8_t *out, uint32_t v)
 {
     out[0] = (uint8_t)(v & 0xFFu);
@@ -53,8 +68,10 @@ static uint32_t handle_info(const cqtf_frame_t *req, uint8_t *type, uint8_t *out
 {
     uint32_t n = 0;
 
-    if (req->payload_len != 0) {
-        return reply_error(type, out, CQTF_ERROR_BAD_LENGTH, "INFO takes no payload");
+    if (req->payload_len == 4u) {
+        session = get_u32(req->payload);
+    } else if (req->payload_len != 0) {
+        return reply_error(type, out, CQTF_ERROR_BAD_LENGTH, "INFO takes 0 or 4 bytes");
     }
     out[n++] = CQTF_PROTOCOL_VERSION;
     out[n++] = CQTF_FW_VERSION_MAJOR;
@@ -69,6 +86,10 @@ static uint32_t handle_info(const cqtf_frame_t *req, uint8_t *type, uint8_t *out
     n += 2u;
     out[n++] = (uint8_t)cqtf_model.num_layers;
     put_u16(&out[n], CQTF_SERVER_MAX_PAYLOAD);
+    n += 2u;
+    put_u32(&out[n], session);
+    n += 4u;
+    put_u16(&out[n], board_rx_buffer());
     n += 2u;
     n += put_str(&out[n], board_name(), CQTF_SERVER_BOARD_NAME_MAX);
     n += put_str(&out[n], cqtf_model.name, sizeof(CQTF_MODEL_NAME) - 1u);
@@ -88,6 +109,9 @@ static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *ou
     if (req->payload_len != 1u + (uint32_t)cqtf_model.input_size) {
         return reply_error(type, out, CQTF_ERROR_BAD_LENGTH,
                            "INFER needs layer + input_size bytes");
+    }
+    if (session == 0u) {
+        return reply_error(type, out, CQTF_ERROR_NO_SESSION, "no session: send INFO first");
     }
     layer = req->payload[0];
     if (layer != CQTF_ENGINE_ALL_LAYERS && layer >= cqtf_model.num_layers) {

@@ -16,7 +16,7 @@
 #define CQTF_FW_VERSION_MAJOR 0u
 #define CQTF_FW_VERSION_MINOR 1u
 #define CQTF_FW_VERSION_PATCH 0u
-#define CQTF_PROTOCOL_VERSION 1u
+#define CQTF_PROTOCOL_VERSION 2u
 
 /* Message types; a response is the request type | CQTF_MSG_RESPONSE. */
 #define CQTF_MSG_INFO 0x01u
@@ -30,6 +30,7 @@
 #define CQTF_ERROR_BAD_LENGTH 2u
 #define CQTF_ERROR_BAD_LAYER_INDEX 3u
 #define CQTF_ERROR_MODEL 4u
+#define CQTF_ERROR_NO_SESSION 5u /* INFER before INFO opened a session: the device was reset */
 
 #define CQTF_SERVER_MAX2(a, b) (((a) > (b)) ? (a) : (b))
 
@@ -39,12 +40,12 @@
 #define CQTF_SERVER_MAX_PAYLOAD CQTF_SERVER_MAX2(1u + CQTF_MODEL_INPUT_SIZE, CQTF_SERVER_ECHO_MIN)
 
 /* Largest response payloads: INFER is status + ticks + the largest tensor (layer k may be the
- * largest one); INFO is 20 fixed bytes and three length-prefixed strings (board name cut at
+ * largest one); INFO is 26 fixed bytes and three length-prefixed strings (board name cut at
  * CQTF_SERVER_BOARD_NAME_MAX); ERROR is a code and a short message. */
 #define CQTF_SERVER_BOARD_NAME_MAX 32u
 #define CQTF_SERVER_INFER_RESP_MAX (5u + CQTF_MODEL_TENSOR_MAX)
 #define CQTF_SERVER_INFO_RESP_MAX                                            \
-    (23u + CQTF_SERVER_BOARD_NAME_MAX + (sizeof(CQTF_MODEL_NAME) - 1u) + \
+    (29u + CQTF_SERVER_BOARD_NAME_MAX + (sizeof(CQTF_MODEL_NAME) - 1u) + \
      (sizeof(CQTF_MODEL_PROFILE) - 1u))
 #define CQTF_SERVER_ERROR_RESP_MAX 64u
 #define CQTF_SERVER_RESP_PAYLOAD_MAX                                                        \
@@ -60,5 +61,8 @@
  * which must hold CQTF_SERVER_RESP_FRAME_MAX bytes. Returns the response length, or 0 when the
  * request is dropped unanswered (shorter than a frame, or a bad CRC). */
 uint32_t cqtf_server_handle(const uint8_t *req, uint32_t req_len, uint8_t *resp);
+
+/* The session the host opened with INFO (0: none since reset). Exposed for host-native tests. */
+uint32_t cqtf_server_session(void);
 
 #endif /* CQTF_SERVER_H */

@@ -56,10 +56,32 @@ void SysTick_Handler(void)
     systick_periods = systick_periods + 1u;
 }
 
-/* Its only job is to wake board_uart_read_byte()'s WFI; acknowledging stops it re-firing. */
+/* Received bytes, filled by the RX interrupt: the CMSDK UART holds one byte, so without a ring a
+ * request pipelined behind the one being computed would overrun it on real hardware. INFO
+ * reports the ring's size (board_rx_buffer()) and the host keeps no more bytes in flight. When
+ * the ring is full the handler leaves the byte in the UART and masks itself: QEMU then holds
+ * further bytes back (flow control), a real UART overruns and the host retries. */
+#define RX_RING_SIZE 256u /* a power of two */
+static volatile uint8_t rx_ring[RX_RING_SIZE];
+static volatile uint32_t rx_head; /* written by the handler only */
+static volatile uint32_t rx_tail; /* written by board_uart_read_byte() only */
+
 void UART0_RX_Handler(void)
 {
     UART0_INTCLEAR = UART_INT_RX;
+    while (UART0_STATE & UART_STATE_RX_FULL) {
+        const uint32_t head = rx_head;
+
+        if (head - rx_tail >= RX_RING_SIZE) {
+            UART0_CTRL = UART_CTRL_TX_EN | UART_CTRL_RX_EN; /* read_byte() unmasks it */
+            break;
+        }
+        rx_ring[head % RX_RING_SIZE] = (uint8_t)UART0_DATA;
+        rx_head = head + 1u;
+    }
+    if (UART0_STATE & UART_STATE_RX_OVERRUN) {
+        UART0_STATE = UART_STATE_RX_OVERRUN; /* write 1 to clear; the lost byte fails the CRC */
+    }
 }
 
 void board_init(void)
@@ -87,23 +109,33 @@ void board_uart_write(const uint8_t *data, uint32_t len)
     }
 }
 
-/* Sleeps in WFI rather than spinning, so an idle QEMU does not burn a host core. Interrupts are
- * masked around the check so a byte arriving just before WFI still wakes it (WFI wakes on a
- * pending interrupt even when masked); unmasking briefly lets SysTick count its periods. */
+/* Sleeps in WFI while nothing has arrived, so an idle QEMU does not burn a host core. Interrupts
+ * are masked around the check so a byte arriving just before WFI still wakes it (WFI wakes on a
+ * pending interrupt even when masked); unmasking lets the handlers run. The ring holds the older
+ * bytes, so the UART's own register is read only once the ring is empty. */
 uint8_t board_uart_read_byte(void)
 {
-    uint32_t state;
+    uint8_t byte;
 
     __asm volatile("cpsid i" ::: "memory");
-    while (!((state = UART0_STATE) & UART_STATE_RX_FULL)) {
+    while (rx_head == rx_tail && !(UART0_STATE & UART_STATE_RX_FULL)) {
         __asm volatile("wfi" ::: "memory");
         __asm volatile("cpsie i\n\tisb\n\tcpsid i" ::: "memory");
     }
-    __asm volatile("cpsie i" ::: "memory");
-    if (state & UART_STATE_RX_OVERRUN) {
-        UART0_STATE = UART_STATE_RX_OVERRUN; /* write 1 to clear; the lost byte fails the CRC */
+    if (rx_head != rx_tail) {
+        byte = rx_ring[rx_tail % RX_RING_SIZE];
+        rx_tail = rx_tail + 1u;
+    } else {
+        byte = (uint8_t)UART0_DATA;
     }
-    return (uint8_t)UART0_DATA;
+    UART0_CTRL = UART_CTRL_TX_EN | UART_CTRL_RX_EN | UART_CTRL_RX_INTEN; /* the ring has room */
+    __asm volatile("cpsie i" ::: "memory");
+    return byte;
+}
+
+uint16_t board_rx_buffer(void)
+{
+    return (uint16_t)RX_RING_SIZE;
 }
 
 /* 32-bit ticks = completed periods x 2^24 + ticks into the current period. SysTick counts down and

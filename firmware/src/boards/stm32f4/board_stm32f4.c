@@ -189,6 +189,11 @@ uint8_t board_uart_read_byte(void)
     return byte;
 }
 
+uint16_t board_rx_buffer(void)
+{
+    return (uint16_t)RX_RING_SIZE;
+}
+
 /* DWT cycles, or 32-bit SysTick ticks as on mps2 (boards/mps2/board_mps2.c explains the reading). */
 uint32_t board_ticks(void)
 {
