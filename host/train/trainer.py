@@ -21,6 +21,7 @@ from cqtf.profile import Profile, get_profile
 from cqtf.train.export import export
 from cqtf.train.health import GradientMonitor
 from cqtf.train.model import QuantSequential, build_model, logits_int8
+from cqtf.train.selection import BestState
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class TrainResult:
 
 
 def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, config: TrainConfig, phase: str,
-            history: list[dict], progress, monitor: GradientMonitor | None = None, warmup: int = 0) -> None:
+            history: list[dict], progress, monitor: GradientMonitor | None = None, warmup: int = 0,
+            after_epoch=None) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs - warmup, 1))
     if warmup > 0 and epochs > warmup:
@@ -100,6 +102,8 @@ def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, confi
             entry["gradient_health"] = monitor.epoch_report()
         history.append(entry)
         progress(phase, epoch + 1, epochs, total / len(x))
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
 
 
 def _float_accuracy(model: QuantSequential, data: Dataset) -> float:
@@ -207,8 +211,10 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
     if profile.is_fixed and config.calibrate_formats:
         formats = _calibrate_formats(model, data)
         history.append({"phase": "calibrate_formats", "layers": formats})
+    best = BestState(model, data)
     _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress, monitor,
-            warmup=config.warmup_epochs)
+            warmup=config.warmup_epochs, after_epoch=best.score)
+    history.append(best.restore())
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)
     host_outputs = reference.run(int_model, data.x_test)
