@@ -1,4 +1,5 @@
 """Bad input gets a clear one-line error and a non-zero exit, never a traceback (no device needed)."""
+import contextlib
 import socket
 import threading
 
@@ -21,9 +22,9 @@ def test_nothing_listening_on_socket(trained_dir):
     assert_clean_error(proc, f"127.0.0.1:{port}")
 
 
-@pytest.fixture
-def silent_device():
-    """A TCP peer that accepts and reads, but never answers: a hung or wrong-baud device."""
+@contextlib.contextmanager
+def _tcp_peer(reply):
+    """A TCP peer on loopback that reads every request and sends back reply(request) (b"": nothing)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -40,17 +41,29 @@ def silent_device():
                 conn.settimeout(0.2)
                 while not stop.is_set():
                     try:
-                        if not conn.recv(4096):
-                            break
+                        data = conn.recv(4096)
                     except OSError:
                         continue
+                    if not data:
+                        break
+                    if reply(data):
+                        conn.sendall(reply(data))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"socket://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
+    try:
+        yield f"socket://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+@pytest.fixture
+def silent_device():
+    """Accepts and reads, but never answers: a hung device."""
+    with _tcp_peer(lambda data: b"") as url:
+        yield url
 
 
 def test_silent_device_times_out(trained_dir, silent_device, tmp_path):
@@ -93,37 +106,10 @@ def test_unknown_model(tmp_path):
 
 @pytest.fixture
 def noisy_device():
-    """A TCP peer that answers every request with bytes that never form a frame: a board at
+    """Answers every request with bytes that never form a frame (never a 0x00 delimiter): a board at
     another baud rate looks like this."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(0.2)
-                while not stop.is_set():
-                    try:
-                        data = conn.recv(4096)
-                    except OSError:
-                        continue
-                    if not data:
-                        break
-                    conn.sendall(bytes((0xF0 | (b & 0x0E)) for b in data))  # never a 0x00 delimiter
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"socket://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
+    with _tcp_peer(lambda data: bytes((0xF0 | (b & 0x0E)) for b in data)) as url:
+        yield url
 
 
 def test_wrong_baud_rate_is_named(trained_dir, noisy_device, tmp_path):
