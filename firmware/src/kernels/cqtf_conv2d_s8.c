@@ -6,17 +6,7 @@
 /* Cheap consistency checks; the engine has already checked that the tensors fit its buffers. */
 static int conv2d_layer_ok(const cqtf_layer_t *layer)
 {
-    if (layer->op != CQTF_OP_CONV2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
-        layer->stride_h == 0 || layer->stride_w == 0) {
-        return 0;
-    }
-    if (cqtf_shape_size(layer->in) == 0 || cqtf_shape_size(layer->out) == 0) {
-        return 0;
-    }
-    if ((uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c > CQTF_MAX_PRODUCTS) {
-        return 0; /* the int32 accumulator could overflow */
-    }
-    return cqtf_requant_params_ok(layer);
+    return cqtf_conv2d_geometry_ok(layer) && cqtf_requant_params_ok(layer);
 }
 
 /* acc = bias + sum over the in-range window positions of (in + input_offset) * w. */

@@ -21,14 +21,7 @@
 /* Same consistency checks as the reference kernel, plus the scratch size. */
 static int conv2d_opt_layer_ok(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer)
 {
-    if (layer->op != CQTF_OP_CONV2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
-        layer->stride_h == 0 || layer->stride_w == 0) {
-        return 0;
-    }
-    if (cqtf_shape_size(layer->in) == 0 || cqtf_shape_size(layer->out) == 0) {
-        return 0;
-    }
-    if ((uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c > CQTF_MAX_PRODUCTS) {
+    if (!cqtf_conv2d_geometry_ok(layer)) {
         return 0;
     }
     if (ctx == 0 || ctx->scratch == 0 || ctx->scratch_size < cqtf_conv2d_s8_scratch_size(layer) ||

@@ -49,6 +49,21 @@ static inline uint32_t cqtf_shape_size(cqtf_shape_t s)
     return (uint32_t)s.h * (uint32_t)s.w * (uint32_t)s.c;
 }
 
+/* Shared geometry check of a conv2d layer (every conv kernel's first check): the op, non-zero
+ * kernel and strides, non-empty tensors, and at most CQTF_MAX_PRODUCTS products per output, so
+ * neither the int32 accumulator nor an exact fixed-point block sum can overflow. 1 when usable. */
+static inline int cqtf_conv2d_geometry_ok(const cqtf_layer_t *layer)
+{
+    if (layer->op != CQTF_OP_CONV2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
+        layer->stride_h == 0 || layer->stride_w == 0) {
+        return 0;
+    }
+    if (cqtf_shape_size(layer->in) == 0 || cqtf_shape_size(layer->out) == 0) {
+        return 0;
+    }
+    return (uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c <= CQTF_MAX_PRODUCTS;
+}
+
 /* Clamps v to [lo, hi]. */
 static inline int32_t cqtf_clamp(int32_t v, int32_t lo, int32_t hi)
 {
