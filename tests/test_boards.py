@@ -19,8 +19,7 @@ from cqtf import reference
 from cqtf.emulator import BOARDS, emulate
 from cqtf.firmware_build import boards as pio_boards
 from cqtf.jobs import validate_on_port
-from cqtf.link.device import Device
-from cqtf.link.transport import open_port
+from cqtf.link.device import connect
 from cqtf.pio_offline import repo_root
 from cqtf.pipeline import build_stage, evaluation_split
 from cli_helpers import run_cli
@@ -36,14 +35,8 @@ matrix_only = pytest.mark.skipif(not FULL_MATRIX, reason="full board matrix: set
 
 @contextlib.contextmanager
 def running(board: str, elf):
-    with emulate(board, elf) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=10.0)
-            dut.sync()
-            yield dut, emulator
-        finally:
-            port.close()
+    with emulate(board, elf) as emulator, connect(emulator.url, timeout=10.0) as dut:
+        yield dut, emulator
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +79,7 @@ def test_board_is_bit_exact_on_the_whole_test_set(board, firmwares, trained_dir,
     model = trained_dir.load_model()
     x_test, _ = evaluation_split(model, "digits")
     with emulate(board, firmwares(board)) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=10.0)
-            dut.sync()
+        with connect(emulator.url, timeout=10.0) as dut:  # closed before validating: one client at a time
             info = dut.info()
             assert info.board == board
             payload = bytes(np.random.default_rng(1).integers(0, 256, info.max_payload, dtype=np.uint8))
@@ -97,8 +87,6 @@ def test_board_is_bit_exact_on_the_whole_test_set(board, firmwares, trained_dir,
             for k, expected in enumerate(reference.run_layers(model, x_test[:1])):
                 got = np.frombuffer(dut.infer(x_test[0].tobytes(), layer=k).output, dtype=np.int8)
                 assert np.array_equal(got, expected.reshape(-1)), k
-        finally:
-            port.close()  # QEMU's serial socket takes one client at a time
         report = validate_on_port(emulator.url, trained_dir, "digits", tmp_path)
     assert report["board"] == board and report["samples"] == 360
     assert report["mismatched_samples"] == 0 and report["link_errors"] == 0

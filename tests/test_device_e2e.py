@@ -12,8 +12,7 @@ import pytest
 
 from cqtf import reference
 from cqtf.emulator import emulate
-from cqtf.link.device import Device
-from cqtf.link.transport import open_port
+from cqtf.link.device import connect
 from cqtf.pipeline import DEFAULT_BOARD, ModelDir, build_stage, evaluation_split
 from cqtf.validate import locate_mismatch
 from cli_helpers import assert_clean_error, run_cli
@@ -29,14 +28,8 @@ def firmware(trained_dir):
 
 @pytest.fixture(scope="module")
 def device(firmware):
-    with emulate(DEFAULT_BOARD, firmware) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=5.0)
-            dut.sync()
-            yield dut
-        finally:
-            port.close()
+    with emulate(DEFAULT_BOARD, firmware) as emulator, connect(emulator.url) as dut:
+        yield dut
 
 
 def test_default_run_is_bit_exact(tmp_path):

@@ -14,8 +14,7 @@ import pytest
 from cqtf import reference
 from cqtf.emulator import emulate
 from cqtf.firmware_build import build_firmware
-from cqtf.link.device import Device
-from cqtf.link.transport import open_port
+from cqtf.link.device import connect
 from cqtf.model_ir import IntModel
 from cqtf.pack.header import write_header
 from conftest import needs
@@ -58,14 +57,8 @@ def test_optimized_kernels_on_the_core_equal_the_reference(board, chain_dir, tmp
     elf = build_firmware(board, chain_dir, tmp_path / "build")
     x = random_inputs(5, 12, model.input_shape)
     expected = reference.run_layers(model, x)
-    with emulate(board, elf) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=10.0)
-            dut.sync()
-            for k in range(len(model.layers)):
-                for i, sample in enumerate(x):
-                    got = np.frombuffer(dut.infer(sample.tobytes(), layer=k).output, dtype=np.int8)
-                    assert np.array_equal(got, expected[k][i].reshape(-1)), (board, k, i)
-        finally:
-            port.close()
+    with emulate(board, elf) as emulator, connect(emulator.url, timeout=10.0) as dut:
+        for k in range(len(model.layers)):
+            for i, sample in enumerate(x):
+                got = np.frombuffer(dut.infer(sample.tobytes(), layer=k).output, dtype=np.int8)
+                assert np.array_equal(got, expected[k][i].reshape(-1)), (board, k, i)

@@ -6,8 +6,7 @@ import pytest
 
 from cqtf import reference
 from cqtf.emulator import emulate
-from cqtf.link.device import Device
-from cqtf.link.transport import open_port
+from cqtf.link.device import connect
 from cqtf.pipeline import DEFAULT_BOARD, build_stage, evaluation_split
 from cqtf.validate import validate
 from conftest import needs
@@ -18,14 +17,8 @@ pytestmark = [pytest.mark.device, needs("arm-none-eabi-gcc", "qemu-system-arm")]
 @pytest.fixture(scope="module")
 def blk32_device(trained_blk32_dir):
     firmware = build_stage(trained_blk32_dir, DEFAULT_BOARD)
-    with emulate(DEFAULT_BOARD, firmware) as emulator:
-        port = open_port(emulator.url)
-        try:
-            dut = Device(port, timeout=5.0)
-            dut.sync()
-            yield dut
-        finally:
-            port.close()
+    with emulate(DEFAULT_BOARD, firmware) as emulator, connect(emulator.url) as dut:
+        yield dut
 
 
 def test_blk32_device_equals_host_on_every_test_sample(blk32_device, trained_blk32_dir):

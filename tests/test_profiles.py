@@ -22,6 +22,7 @@ from cqtf.profile import FIRMWARE_PROFILES, PRESETS, Accumulator, Profile, Round
 from cqtf.train.export import export
 from cqtf.train.layers import QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
 from cqtf.train.model import QuantSequential, logits_int8
+from random_models import calibrated_quantized, random_inputs
 
 MODES = list(Rounding)
 
@@ -134,18 +135,11 @@ def fixed_network(seed: int, profile: Profile, input_shape=(9, 7, 2), stride=1, 
     with torch.no_grad():
         for layer in network.quant_layers():
             layer.inner.weight.mul_(weight_scale)
-    x = np.random.default_rng(seed).integers(-128, 128, (32,) + tuple(input_shape)).astype(np.int8)
-    network.eval()
-    network.set_calibrating(True)
-    with torch.no_grad():
-        network(torch.from_numpy(x))
-    network.set_calibrating(False)
-    network.set_quantized(True)
-    return network
+    return calibrated_quantized(network, random_inputs(seed, 32, input_shape))
 
 
 def _inputs(seed, n, shape=(9, 7, 2)):
-    return np.random.default_rng(seed).integers(-128, 128, (n,) + tuple(shape)).astype(np.int8)
+    return random_inputs(seed, n, shape)
 
 
 TRAIN_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-floor", "fixed8-blk32")] + [

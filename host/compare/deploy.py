@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cqtf.link.device import Device
-from cqtf.link.transport import open_port
+from cqtf.link.device import connect
 from cqtf.model_ir import IntModel
 from cqtf.pipeline import ModelDir, build_stage, pack_stage
 from cqtf.validate import ValidationResult, validate
@@ -22,11 +21,5 @@ def deploy_and_validate(model: IntModel, x_test: np.ndarray, y_test: np.ndarray,
     model.save(model_dir.model)
     pack_stage(model_dir)
     elf = build_stage(model_dir, board)
-    with emulate(board, elf) as emulated:
-        port = open_port(emulated.url)
-        try:
-            device = Device(port)
-            device.sync()
-            return validate(device, model, x_test, y_test, progress=False)
-        finally:
-            port.close()
+    with emulate(board, elf) as emulated, connect(emulated.url) as device:
+        return validate(device, model, x_test, y_test, progress=False)

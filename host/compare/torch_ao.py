@@ -18,6 +18,7 @@ import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from cqtf.compare.framework_model import FrameworkModel
 from cqtf.compare.plain import plain_layers
@@ -197,8 +198,7 @@ def to_int_model(converted: _Network, name: str, data: Dataset) -> IntModel:
             layers.append(_requant_layer("fully_connected", module, shape, out, scale, zp,
                                          isinstance(module, nniq.LinearReLU), weights, scales, {}))
         elif isinstance(module, nn.MaxPool2d):
-            k, s, p = (tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-                       for v in (module.kernel_size, module.stride, module.padding))
+            k, s, p = (_pair(v) for v in (module.kernel_size, module.stride, module.padding))
             out = ((shape[0] + 2 * p[0] - k[0]) // s[0] + 1, (shape[1] + 2 * p[1] - k[1]) // s[1] + 1, shape[2])
             layers.append(IntLayer("maxpool2d", shape, out, k, s, p, input_offset=-zp, output_offset=zp))
         elif isinstance(module, nn.Flatten):

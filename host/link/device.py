@@ -9,6 +9,7 @@ flight, as many as the device's receive buffer holds.
 from __future__ import annotations
 
 import collections
+import contextlib
 import secrets
 import struct
 import time
@@ -379,3 +380,17 @@ def _parse_inference(payload: bytes) -> Inference:
     if status != 0:
         raise DeviceError(f"device inference failed with status {status}", "rebuild with `cqtf build`")
     return Inference(payload[5:], ticks)
+
+
+@contextlib.contextmanager
+def connect(url: str, timeout: float = 5.0) -> Iterator["Device"]:
+    """Open the port at `url`, handshake, and yield the Device; the port is closed on leaving."""
+    from cqtf.link.transport import open_port
+
+    port = open_port(url)
+    try:
+        device = Device(port, timeout=timeout)
+        device.sync()
+        yield device
+    finally:
+        port.close()

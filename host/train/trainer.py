@@ -135,8 +135,7 @@ def deploy_as_is(model: QuantSequential, data: Dataset) -> IntModel:
     return export(model, data.input_shape, data.num_classes)
 
 
-def _deployed_accuracy(model: QuantSequential, data: Dataset) -> float:
-    int_model = export(model, data.input_shape, data.num_classes)
+def _host_accuracy(int_model: IntModel, data: Dataset) -> float:
     return float((reference.predict(reference.run(int_model, data.x_test)) == data.y_test).mean())
 
 
@@ -204,9 +203,7 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
     float_accuracy = _float_accuracy(model, data)
     monitor.float_norms = [row["grad_norm"] for row in history[-1]["gradient_health"]] if history else None
 
-    _calibrate(model, data)
-    model.set_quantized(True)
-    float_deployed_accuracy = _deployed_accuracy(model, data)
+    float_deployed_accuracy = _host_accuracy(deploy_as_is(model, data), data)
     formats = []
     if profile.is_fixed and config.calibrate_formats:
         formats = _calibrate_formats(model, data)
