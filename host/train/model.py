@@ -29,6 +29,7 @@ class QuantSequential(nn.Module):
         self.name = name
         self.layers = nn.ModuleList(layers)
         self.data_input_quant = input_quant  # how raw data become the int8 inputs (kept in the IntModel)
+        self.float_input_gain = 1.0  # float mode only: inputs scaled by this (see train_in_data_units)
         for before, layer in zip(layers, layers[1:]):
             if isinstance(before, QuantFlatten) and isinstance(layer, QuantLinear):
                 layer.flatten_from = before
@@ -47,6 +48,23 @@ class QuantSequential(nn.Module):
             self.input_qparams = QParams(np.float32(2.0 ** -input_frac_bits(profile)), 0)
         else:
             self.input_qparams = QParams(self.data_input_quant.scale, self.data_input_quant.zero_point)
+
+    def train_in_data_units(self) -> None:
+        """Float training sees the inputs in the data's own units, as with int8 inputs.
+
+        A fixed-point device reads its int8 input q as q * 2^-f; the data's units are q * scale. The
+        function is the same up to a constant on the first layer's weights, but trained from scratch in
+        the smaller units the float network ends up worse (MNIST-1D: 90.4 % against 93.7 %). So the
+        float phase multiplies the inputs by the ratio, and fold_input_gain() moves it into the weights."""
+        if self.profile.is_fixed:
+            self.float_input_gain = float(self.data_input_quant.scale) / float(self.input_qparams.scale)
+
+    def fold_input_gain(self) -> None:
+        """Moves float_input_gain into the first conv/linear layer's weights; the function is unchanged."""
+        if self.float_input_gain != 1.0:
+            with torch.no_grad():
+                self.quant_layers()[0].inner.weight.mul_(self.float_input_gain)
+            self.float_input_gain = 1.0
 
     def set_gains(self, gains: list[int]) -> None:
         """Per-layer power-of-two weight gains (one per conv/linear layer) and the cumulative bias gains."""
@@ -74,6 +92,10 @@ class QuantSequential(nn.Module):
     def input_act(self, x_int8: torch.Tensor) -> QAct:
         q = x_int8.long().permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
         value = (q.float() - self.input_qparams.zero_point) * float(self.input_qparams.scale)
+        if self.float_input_gain != 1.0:
+            if self.quantized:
+                raise RuntimeError("fold_input_gain() before quantized training or export")
+            value = value * self.float_input_gain
         return QAct(value, q if self.quantized else None, self.input_qparams)
 
     def forward_act(self, x_int8: torch.Tensor) -> QAct:

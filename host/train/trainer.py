@@ -199,8 +199,10 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
     for layer in model.quant_layers():
         layer.saturation_aware = config.saturation_aware
 
+    model.train_in_data_units()
     _epochs(model, data, config.float_epochs, config.float_lr, config, "float", history, progress, monitor)
     float_accuracy = _float_accuracy(model, data)
+    model.fold_input_gain()
     monitor.float_norms = [row["grad_norm"] for row in history[-1]["gradient_health"]] if history else None
 
     float_deployed_accuracy = _host_accuracy(deploy_as_is(model, data), data)
