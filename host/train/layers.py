@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize, requantize_single, round_shift, saturate
-from cqtf.profile import PRESETS, Profile, Requant
+from cqtf import pow2
+from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -161,6 +162,7 @@ class QuantLayer(nn.Module):
         self.out_frac: int | None = None  # calibrated formats: frozen output fraction bits
         self.out_frac_drop = 0
         self.health: dict[str, float] = {}  # counters of the last epoch, see train/health.py
+        self.pot_blend = 1.0  # power-of-two weights: w - a (w - Q(w)), a < 1 only early in training (pow2.blend)
 
     # subclasses: the float op, and the axis layout of per-channel parameters in its output
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -187,7 +189,10 @@ class QuantLayer(nn.Module):
             w_frac = wfmt.frac_bits
         else:
             w_frac = fitting_frac_bits(float(w.abs().max()), wfmt.qmax) - self.weight_frac_drop
-        weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
+        if isinstance(wfmt, PowerOfTwo):
+            weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
+        else:
+            weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
