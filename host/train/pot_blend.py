@@ -9,6 +9,7 @@ selected is what the device computes, and the trainer's forward == reference che
 """
 from __future__ import annotations
 
+from cqtf.train.layers import fitting_frac_bits
 from cqtf.train.model import QuantSequential
 
 
@@ -31,8 +32,14 @@ class PotBlend:
 
     def wrap(self, score):
         """after_epoch for trainer._epochs: score the state only when it was trained with a = 1, then
-        set a for the next epoch. Sets a for epoch 1 now."""
+        set a for the next epoch. Sets a for epoch 1 now, and freezes each layer's weight fraction
+        bits at their calibrated value: a weight that grows saturates instead of coarsening the
+        grid of all the others (the format is chosen once, as for the activations)."""
         self.set(1)
+        for layer in self.layers:
+            if layer.weight_frac is None and layer.profile.weights.frac_bits is None:
+                layer.weight_frac = fitting_frac_bits(float(layer.weight.detach().abs().max()),
+                                                      layer.profile.weights.qmax) - layer.weight_frac_drop
 
         def after_epoch(epoch: int) -> None:
             self.alphas.append(round(self.alpha(epoch), 4))
