@@ -120,7 +120,7 @@ def render(model: IntModel, plan: MemoryPlan | None = None) -> str:
         "static const cqtf_arith_t cqtf_model_arith = {\n"
         "    CQTF_MODEL_ARITH_REQUANT, CQTF_MODEL_ARITH_ACT_BITS, CQTF_MODEL_ARITH_ACC_BITS, CQTF_MODEL_ARITH_BLOCK,\n"
         "    CQTF_MODEL_ARITH_BLOCK_ROUNDING, CQTF_MODEL_ARITH_OUT_ROUNDING"
-        + (", CQTF_MODEL_ARITH_WEIGHT_KIND" if "WEIGHT_KIND" in arith else "") + "\n};\n\n")
+        + (", CQTF_MODEL_ARITH_WEIGHT_KIND" if "WEIGHT_KIND" in arith else ", 0u") + "\n};\n\n")
     pot4 = _pot4(model)
     if pot4:
         parts.append("/* Weights: 4-bit power-of-two codes, two a byte, element 2i in the low nibble (cqtf_types.h). */\n")
