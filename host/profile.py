@@ -72,6 +72,34 @@ class FixedPoint:
 
 
 @dataclass(frozen=True)
+class PowerOfTwo:
+    """Power-of-two weights (n-BQ-NN): every weight is 0 or +-2^e, e in [0, max_exp], in units of
+    2^-frac_bits, so every multiply is a shift. A weight's code has `bits` bits: the sign on top
+    (1 = negative), below it the exponent field m: m = 0 is zero, m >= 1 is 2^(m - 1). With 4 bits:
+    {0, +-1, +-2, ..., +-64}, max_exp = 6 (code 0b1000, a negative zero, is never written).
+
+    frac_bits None: chosen per layer, the largest with max|w| * 2^f <= 2^max_exp (cqtf.pow2)."""
+
+    bits: int = 4
+    frac_bits: int | None = None
+    kind: str = "power_of_two"
+
+    def __post_init__(self):
+        if not 3 <= self.bits <= 5:
+            raise ValueError(f"power-of-two weight codes must have 3..5 bits, got {self.bits}")
+        if self.frac_bits is not None and not 0 <= self.frac_bits < 32:
+            raise ValueError(f"fraction bits must be in 0..31, got {self.frac_bits}")
+
+    @property
+    def max_exp(self) -> int:
+        return (1 << (self.bits - 1)) - 2
+
+    @property
+    def qmax(self) -> int:
+        return 1 << self.max_exp
+
+
+@dataclass(frozen=True)
 class Accumulator:
     bits: int = 32  # the running accumulator saturates to this many signed bits
     block: int = 0  # products summed exactly per block before rounding; 0 = the whole dot product
@@ -103,7 +131,7 @@ class Requantizer:
 class Profile:
     name: str
     activations: AffineInt8 | FixedPoint
-    weights: AffineInt8 | FixedPoint
+    weights: AffineInt8 | FixedPoint | PowerOfTwo
     accumulator: Accumulator = field(default_factory=Accumulator)
     requant: Requantizer = field(default_factory=Requantizer)
     saturate: bool = True  # outputs saturate to the activation format (never wrap)
@@ -123,7 +151,10 @@ class Profile:
     def from_dict(d: dict) -> "Profile":
         def fmt(x: dict):
             x = dict(x)
-            return AffineInt8(**x) if x.pop("kind") == "affine_int8" else FixedPoint(**x)
+            kind = x.pop("kind")
+            if kind == "power_of_two":
+                return PowerOfTwo(**x)
+            return AffineInt8(**x) if kind == "affine_int8" else FixedPoint(**x)
 
         acc = dict(d["accumulator"])
         acc["block_rounding"] = Rounding(acc["block_rounding"])
@@ -164,6 +195,10 @@ PRESETS: dict[str, Profile] = {p.name: p for p in (
     Profile("fixed8-floor", _FIXED8, _FIXED8, Accumulator(32),
             Requantizer(Requant.SHIFT, Rounding.FLOOR),
             description="8-bit Q format requantized by a plain arithmetic shift (floor), as many DSP kernels do"),
+    Profile("pot4", _FIXED8, PowerOfTwo(bits=4), Accumulator(32),
+            Requantizer(Requant.SHIFT, Rounding.HALF_UP),
+            description="n-BQ-NN: 4-bit power-of-two weights (shifts, no multiplies), 8-bit Q activations, "
+                        "exact 32-bit accumulator, rounding shift"),
 )}
 
 # What the packer and the firmware implement (8-bit tensors: the device stores activations as int8).
@@ -180,16 +215,21 @@ def get_profile(name: str) -> Profile:
 REQUANT_CODES = {Requant.TFLM_DOUBLE: 0, Requant.SINGLE: 1, Requant.SHIFT: 2}
 ROUNDING_CODES = {Rounding.HALF_UP: 0, Rounding.HALF_AWAY: 1, Rounding.HALF_EVEN: 2, Rounding.FLOOR: 3,
                   Rounding.CEIL: 4}
+# Codes of cqtf_weight_kind_t: how cqtf_layer_t.weights is stored (0, int8 values, is implied when absent).
+WEIGHT_KIND_CODES = {"int8": 0, "pot4": 1}
 
 
 def firmware_constants(profile: Profile) -> dict[str, int]:
     """The CQTF_MODEL_ARITH_* constants (and cqtf_arith_t fields) of a profile, for the packer.
     Raises DataError for a profile the firmware does not implement."""
     bits = profile.activations.bits if isinstance(profile.activations, AffineInt8) else profile.activations.total_bits
-    wbits = profile.weights.bits if isinstance(profile.weights, AffineInt8) else profile.weights.total_bits
-    if bits != 8 or wbits != 8:
+    pot = isinstance(profile.weights, PowerOfTwo)
+    wbits = profile.weights.total_bits if isinstance(profile.weights, FixedPoint) else profile.weights.bits
+    if bits != 8 or wbits != (4 if pot else 8) or (pot and profile.requant.kind != Requant.SHIFT):
         raise DataError(f"profile '{profile.name}' has {bits}-bit activations and {wbits}-bit weights",
-                        "the firmware stores 8-bit tensors: use an 8-bit profile")
+                        "the firmware stores 8-bit tensors (power-of-two weights: 4-bit codes with "
+                        "fixed-point activations): use such a profile")
+    weight_kind = {"WEIGHT_KIND": WEIGHT_KIND_CODES["pot4"]} if pot else {}  # int8 headers stay as they were
     return {
         "REQUANT": REQUANT_CODES[profile.requant.kind],
         "ACT_BITS": 8,
@@ -197,4 +237,5 @@ def firmware_constants(profile: Profile) -> dict[str, int]:
         "BLOCK": profile.accumulator.block,
         "BLOCK_ROUNDING": ROUNDING_CODES[profile.accumulator.block_rounding],
         "OUT_ROUNDING": ROUNDING_CODES[profile.requant.rounding],
+        **weight_kind,
     }

@@ -15,7 +15,7 @@ from test_profiles import ACC_CASES, _inputs, _profile, fixed_network
 
 NATIVE_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-floor", "fixed8-blk32")] + [
     _profile(acc_bits, block, br, orr) for acc_bits, block, br, orr, _, _ in ACC_CASES[3:6]
-]
+] + [PRESETS["pot4"]]
 
 
 @pytest.mark.parametrize("optimized", [False, True], ids=["reference", "optimized"])

@@ -144,7 +144,7 @@ def _inputs(seed, n, shape=(9, 7, 2)):
 
 TRAIN_PROFILES = [PRESETS[name] for name in ("fixed8", "fixed8-acc16", "fixed8-floor", "fixed8-blk32")] + [
     _profile(acc_bits, block, br, orr, acc_frac=None) for acc_bits, block, br, orr, _, _ in ACC_CASES[3:]
-]
+] + [PRESETS["pot4"]]
 
 
 @pytest.mark.parametrize("profile", TRAIN_PROFILES, ids=lambda p: f"{p.name}-{p.accumulator.bits}-{p.accumulator.block}")
@@ -226,7 +226,7 @@ def test_presets_are_firmware_profiles_and_unknown_names_are_refused():
     assert list(PRESETS)[:5] == ["int8", "int8-single", "fixed8", "fixed8-acc16", "fixed8-blk32"]
     assert set(FIRMWARE_PROFILES) <= set(PRESETS)
     with pytest.raises(DataError) as e:
-        get_profile("pot4")
+        get_profile("pot2")
     assert "fixed8-blk32" in e.value.hint
 
 

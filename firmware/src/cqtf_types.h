@@ -56,6 +56,23 @@ typedef enum {
 } cqtf_rounding_t;
 #define CQTF_ROUND_MAX 4u
 
+/*
+ * How cqtf_layer_t.weights is stored (cqtf_arith_t.weight_kind; cqtf.profile.WEIGHT_KIND_CODES).
+ * CQTF_WEIGHTS_POT4 (profile pot4, n-BQ-NN): every weight is 0 or +-2^e, e in [0, 6], held as a
+ * 4-bit code, two codes a byte, in the same element order as the int8 weights: element 2i in bits
+ * 0-3, element 2i + 1 in bits 4-7 (an odd count leaves the last high nibble 0). A code is
+ *   bit 3     sign (1 = negative)
+ *   bits 0-2  m: m = 0 is the weight 0, m in 1..7 is 2^(m - 1)   (0x8, a negative zero, reads as 0)
+ * so the weight values are {0, +-1, +-2, ..., +-64}; the product in * w is (in << (m - 1)), negated
+ * for the sign: no multiplies. `weights` then points at these bytes (cast to const int8_t *).
+ * Accumulation, bias and requantization are those of CQTF_REQUANT_SHIFT.
+ */
+typedef enum {
+    CQTF_WEIGHTS_INT8 = 0, /* one int8 value a weight (every profile before pot4) */
+    CQTF_WEIGHTS_POT4 = 1  /* packed 4-bit power-of-two codes, see above */
+} cqtf_weight_kind_t;
+#define CQTF_WEIGHT_KIND_MAX 1u
+
 /* Activation bits and accumulator widths this firmware implements (checked by cqtf_model.h). */
 #define CQTF_ARITH_ACT_BITS 8u
 #define CQTF_ARITH_ACC_BITS_MIN 8u
@@ -68,6 +85,7 @@ typedef struct {
     uint8_t block;          /* REQUANT_SHIFT: products per exactly summed block; 0 = all in one */
     uint8_t block_rounding; /* REQUANT_SHIFT: cqtf_rounding_t of each block sum by acc_shift */
     uint8_t out_rounding;   /* SINGLE and SHIFT: cqtf_rounding_t of the requantization */
+    uint8_t weight_kind;    /* cqtf_weight_kind_t; a header that omits it (0) means int8 weights */
 } cqtf_arith_t;
 
 /*
@@ -113,7 +131,7 @@ typedef struct {
     uint8_t pad_left;    /* (padding contributes nothing to a conv sum and is skipped by a pool) */
     cqtf_shape_t in;
     cqtf_shape_t out;
-    const int8_t *weights;  /* NULL for MAXPOOL2D */
+    const int8_t *weights;  /* NULL for MAXPOOL2D; packed 4-bit codes with CQTF_WEIGHTS_POT4 */
     const int32_t *bias;    /* NULL for MAXPOOL2D */
     cqtf_quant_t quant;
     /* Static memory plan (host/pack/plan.py), byte offsets into the engine's arena, each a

@@ -27,9 +27,19 @@ static int fixed_point(const cqtf_layer_t *layer)
     return layer->quant.arith != 0 && layer->quant.arith->requant == CQTF_REQUANT_SHIFT;
 }
 
+/* 1 when the layer's weights are packed 4-bit power-of-two codes (profile pot4): shift kernels. */
+static int pot4_weights(const cqtf_layer_t *layer)
+{
+    return layer->quant.arith != 0 && layer->quant.arith->weight_kind == CQTF_WEIGHTS_POT4;
+}
+
 static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
                                const int8_t *const *inputs, int8_t *output)
 {
+    if (pot4_weights(layer)) {
+        (void)ctx;
+        return cqtf_conv2d_pot4(layer, inputs[0], output);
+    }
     if (fixed_point(layer)) {
         (void)ctx;
         return cqtf_conv2d_fx(layer, inputs[0], output);
@@ -53,6 +63,9 @@ static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_
                                         const int8_t *const *inputs, int8_t *output)
 {
     (void)ctx;
+    if (pot4_weights(layer)) {
+        return cqtf_fully_connected_pot4(layer, inputs[0], output);
+    }
     if (fixed_point(layer)) {
         return cqtf_fully_connected_fx(layer, inputs[0], output);
     }
@@ -90,7 +103,8 @@ static int arith_supported(const cqtf_arith_t *ar)
 {
     return ar == 0 || (ar->requant <= CQTF_REQUANT_KIND_MAX && ar->act_bits == CQTF_ARITH_ACT_BITS &&
                        ar->acc_bits >= CQTF_ARITH_ACC_BITS_MIN && ar->acc_bits <= CQTF_ARITH_ACC_BITS_MAX &&
-                       ar->block_rounding <= CQTF_ROUND_MAX && ar->out_rounding <= CQTF_ROUND_MAX);
+                       ar->block_rounding <= CQTF_ROUND_MAX && ar->out_rounding <= CQTF_ROUND_MAX &&
+                       ar->weight_kind <= CQTF_WEIGHT_KIND_MAX);
 }
 
 /* Resolves the layer's planned buffers and runs its kernel. */

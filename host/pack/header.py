@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cqtf import pow2
 from cqtf.model_ir import FORMAT_VERSION, IntLayer, IntModel
 from cqtf.pack.plan import LayerSlots, MemoryPlan, plan_model
-from cqtf.profile import firmware_constants
+from cqtf.profile import PowerOfTwo, firmware_constants
 
 HEADER_NAME = "cqtf_model.h"
 _OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED"}
@@ -30,15 +31,35 @@ def _hex(v: int) -> str:
     return f"0x{v:08X}u"
 
 
+def _pot4(model: IntModel) -> bool:
+    """Power-of-two weights: stored as packed 4-bit codes (cqtf.pow2, CQTF_WEIGHTS_POT4)."""
+    return isinstance(model.arithmetic_profile.weights, PowerOfTwo)
+
+
+def _stored(layer: IntLayer, key: str, ctype: str, pot4: bool) -> tuple[str, np.ndarray]:
+    """(C type, values) of one constant array as the header stores it."""
+    if key == "weights" and pot4:
+        return "uint8_t", pow2.packed_weights(layer.weights)
+    return ctype, getattr(layer, key)
+
+
 def param_bytes(model: IntModel) -> int:
     """Bytes of every layer's constant arrays (weights, bias, multipliers, shifts): the model's flash."""
-    return sum(getattr(layer, key).size * np.dtype(ctype.replace("_t", "")).itemsize
-               for layer in model.layers for key, ctype in _C_TYPES.items() if getattr(layer, key) is not None)
+    pot4 = _pot4(model)
+    total = 0
+    for layer in model.layers:
+        for key, ctype in _C_TYPES.items():
+            if getattr(layer, key) is not None:
+                stored_type, values = _stored(layer, key, ctype, pot4)
+                total += values.size * np.dtype(stored_type.replace("_t", "")).itemsize
+    return total
 
 
-def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots) -> str:
+def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots, pot4: bool = False) -> str:
     def ref(key):
-        return f"cqtf_l{index}_{key}" if getattr(layer, key) is not None else "NULL"
+        if getattr(layer, key) is None:
+            return "NULL"
+        return f"(const int8_t *)cqtf_l{index}_{key}" if key == "weights" and pot4 else f"cqtf_l{index}_{key}"
 
     (kh, kw), (sh, sw), (pt, pl) = layer.kernel, layer.stride, layer.pad
     return (
@@ -89,18 +110,26 @@ def render(model: IntModel, plan: MemoryPlan | None = None) -> str:
         "#if defined(CQTF_FIRMWARE_REQUANT) && CQTF_FIRMWARE_REQUANT != CQTF_MODEL_ARITH_REQUANT\n"
         f"#error \"this firmware is built for another requantization than the model's (profile {model.profile})\"\n"
         "#endif\n\n",
+        "#if defined(CQTF_MODEL_ARITH_WEIGHT_KIND) && (!defined(CQTF_WEIGHT_KIND_MAX) || \\\n"
+        "    CQTF_MODEL_ARITH_WEIGHT_KIND > CQTF_WEIGHT_KIND_MAX)\n"
+        f"#error \"cqtf_model.h was packed for weights (profile {model.profile}) this firmware does not implement\"\n"
+        "#endif\n\n" if "WEIGHT_KIND" in arith else "",
         "extern const cqtf_model_t cqtf_model;\n\n#ifdef CQTF_MODEL_IMPLEMENTATION\n\n",
     ]
     parts.append(
         "static const cqtf_arith_t cqtf_model_arith = {\n"
         "    CQTF_MODEL_ARITH_REQUANT, CQTF_MODEL_ARITH_ACT_BITS, CQTF_MODEL_ARITH_ACC_BITS, CQTF_MODEL_ARITH_BLOCK,\n"
-        "    CQTF_MODEL_ARITH_BLOCK_ROUNDING, CQTF_MODEL_ARITH_OUT_ROUNDING\n};\n\n")
+        "    CQTF_MODEL_ARITH_BLOCK_ROUNDING, CQTF_MODEL_ARITH_OUT_ROUNDING"
+        + (", CQTF_MODEL_ARITH_WEIGHT_KIND" if "WEIGHT_KIND" in arith else ", 0u") + "\n};\n\n")
+    pot4 = _pot4(model)
+    if pot4:
+        parts.append("/* Weights: 4-bit power-of-two codes, two a byte, element 2i in the low nibble (cqtf_types.h). */\n")
     for i, layer in enumerate(model.layers):
         for key, ctype in _C_TYPES.items():
             if getattr(layer, key) is not None:
-                parts.append(_c_array(f"cqtf_l{i}_{key}", ctype, getattr(layer, key)))
+                parts.append(_c_array(f"cqtf_l{i}_{key}", *_stored(layer, key, ctype, pot4)))
     parts.append("\nstatic const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {\n")
-    parts.append(",\n".join(_layer_struct(i, layer, slots)
+    parts.append(",\n".join(_layer_struct(i, layer, slots, pot4)
                              for i, (layer, slots) in enumerate(zip(model.layers, plan.layers))))
     parts.append("\n};\n\n")
     parts.append(

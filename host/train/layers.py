@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize, requantize_single, round_shift, saturate
-from cqtf.profile import PRESETS, Profile, Requant
+from cqtf import pow2
+from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -161,6 +162,8 @@ class QuantLayer(nn.Module):
         self.out_frac: int | None = None  # calibrated formats: frozen output fraction bits
         self.out_frac_drop = 0
         self.health: dict[str, float] = {}  # counters of the last epoch, see train/health.py
+        self.pot_blend = 1.0  # power-of-two weights: w - a (w - Q(w)), a < 1 only early in training (pow2.blend)
+        self.weight_frac: int | None = None  # calibrated weight formats: frozen fraction bits (train/pot_blend.py)
 
     # subclasses: the float op, and the axis layout of per-channel parameters in its output
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -185,9 +188,14 @@ class QuantLayer(nn.Module):
         w = self.weight.detach()
         if wfmt.frac_bits is not None:
             w_frac = wfmt.frac_bits
+        elif self.weight_frac is not None:
+            w_frac = self.weight_frac
         else:
             w_frac = fitting_frac_bits(float(w.abs().max()), wfmt.qmax) - self.weight_frac_drop
-        weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
+        if isinstance(wfmt, PowerOfTwo):
+            weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
+        else:
+            weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
@@ -273,7 +281,8 @@ class QuantLayer(nn.Module):
         q = self.output_like(torch.from_numpy(out), x.q)
         exact = q.float() * float(p.out_qparams.scale)
 
-        w_fake = self.weight + (p.weights * 2.0 ** -p.weight_frac - self.weight).detach()
+        w_ste = self._weight_ste(p.weight_frac)
+        w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
             self.observer.observe(F.relu(shadow) if self.relu else shadow)
@@ -286,6 +295,17 @@ class QuantLayer(nn.Module):
         shadow = self._ste(shadow, inside, high, low)
         value = shadow + (exact - shadow).detach()
         return QAct(value, q, p.out_qparams)
+
+    def _weight_ste(self, w_frac: int) -> torch.Tensor:
+        """The weights the straight-through gradient reaches. Power-of-two weights: where a weight
+        saturated (|w| 2^f past the rounding range of the largest value), only the gradient that
+        moves it back passes, so saturated weights do not grow without bound."""
+        wfmt = self.profile.weights
+        if not isinstance(wfmt, PowerOfTwo):
+            return self.weight
+        v = self.weight.detach() * 2.0 ** w_frac
+        limit = 1.5 * wfmt.qmax
+        return SaturatingSTE.apply(self.weight, v.abs() <= limit, v > limit, v < -limit)
 
     def _ste(self, shadow, inside, high, low):
         if self.saturation_aware:

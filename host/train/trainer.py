@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from cqtf import reference
 from cqtf.data import Dataset
 from cqtf.model_ir import IntModel
-from cqtf.profile import Profile, get_profile
+from cqtf.profile import PowerOfTwo, Profile, get_profile
 from cqtf.train.export import export
 from cqtf.train.health import GradientMonitor
 from cqtf.train.model import QuantSequential, build_model, logits_int8
+from cqtf.train.pot_blend import PotBlend
 from cqtf.train.selection import BestState
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,11 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
         formats = _calibrate_formats(model, data)
         history.append({"phase": "calibrate_formats", "layers": formats})
     best = BestState(model, data)
+    blend = PotBlend(model, config.quant_epochs) if isinstance(profile.weights, PowerOfTwo) else None
     _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress, monitor,
-            warmup=config.warmup_epochs, after_epoch=best.score)
+            warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score)
+    if blend:
+        history.append(blend.finish())
     history.append(best.restore())
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)

@@ -139,4 +139,11 @@ static inline uint32_t cqtf_conv2d_s8_scratch_size(const cqtf_layer_t *layer)
 cqtf_status_t cqtf_fully_connected_s8_opt(const cqtf_layer_t *layer, const int8_t *input,
                                           int8_t *output);
 
+/* Power-of-two CONV2D / FULLY_CONNECTED (quant.arith->weight_kind == CQTF_WEIGHTS_POT4, requant
+ * CQTF_REQUANT_SHIFT): weights are packed 4-bit codes (cqtf_types.h), each product a shift and a
+ * negation; accumulation, bias and requantization exactly as the cqtf_*_fx kernels. */
+cqtf_status_t cqtf_conv2d_pot4(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+cqtf_status_t cqtf_fully_connected_pot4(const cqtf_layer_t *layer, const int8_t *input,
+                                        int8_t *output);
+
 #endif /* CQTF_KERNELS_H */

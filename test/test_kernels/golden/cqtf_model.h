@@ -44,7 +44,7 @@ extern const cqtf_model_t cqtf_model;
 
 static const cqtf_arith_t cqtf_model_arith = {
     CQTF_MODEL_ARITH_REQUANT, CQTF_MODEL_ARITH_ACT_BITS, CQTF_MODEL_ARITH_ACC_BITS, CQTF_MODEL_ARITH_BLOCK,
-    CQTF_MODEL_ARITH_BLOCK_ROUNDING, CQTF_MODEL_ARITH_OUT_ROUNDING
+    CQTF_MODEL_ARITH_BLOCK_ROUNDING, CQTF_MODEL_ARITH_OUT_ROUNDING, 0u
 };
 
 static const int8_t cqtf_l0_weights[36] = {
