@@ -10,7 +10,8 @@ from cqtf.pack.plan import LayerSlots, MemoryPlan, plan_model
 from cqtf.profile import firmware_constants
 
 HEADER_NAME = "cqtf_model.h"
-_OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED"}
+_OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED",
+        "depthwise_conv2d": "CQTF_OP_DEPTHWISE_CONV2D"}
 _C_TYPES = {"weights": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
 
 

@@ -246,18 +246,22 @@ class QuantLayer(nn.Module):
         """(N, O, L) back to the op's output layout."""
         raise NotImplementedError
 
+    def block_sum(self, cols: torch.Tensor, w_dev: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Exact sums (N, O, L) of the products start..stop-1 (device order) of every output."""
+        return torch.einsum("nkl,ok->nol", cols[:, start: stop], w_dev[:, start: stop])
+
     def _fixed_forward(self, x: QAct) -> QAct:
         p = self.fixed_params(x.qparams)
         acc_spec = self.profile.accumulator
-        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers
+        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
-        k = cols.shape[1]
+        k = w_dev.shape[1]
         block = acc_spec.block or k
-        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[2]), dtype=np.int64)
+        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[-1]), dtype=np.int64)
         block_saturated = np.zeros(acc.shape, dtype=bool)
         for start in range(0, k, block):
             # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-            s = torch.einsum("nkl,ok->nol", cols[:, start: start + block], w_dev[:, start: start + block])
+            s = self.block_sum(cols, w_dev, start, start + block)
             s = round_shift(s.round().long().numpy(), p.acc_shift, acc_spec.block_rounding)
             s_sat = saturate(s, acc_spec.bits)
             acc = acc + s_sat
@@ -429,3 +433,43 @@ class QuantFlatten(nn.Module):
     def forward(self, x: QAct) -> QAct:
         self.last_shape = tuple(x.value.shape[1:])
         return QAct(x.value.flatten(1), None if x.q is None else x.q.flatten(1), x.qparams)
+
+
+class QuantDepthwiseConv2d(QuantLayer):
+    """Depthwise convolution (groups = channels, channel multiplier 1); the device's depthwise_conv2d.
+
+    Per channel, the device sums the kernel's products in the order ky, kx (fixed point: blocks of them)."""
+
+    channel_view = (1, -1, 1, 1)  # NCHW
+
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 0, relu: bool = False):
+        super().__init__(relu)
+        self.inner = nn.Conv2d(channels, channels, kernel_size, stride, padding, groups=channels)
+
+    def op(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
+
+    def device_columns(self, q):
+        n, c = q.shape[:2]
+        kh, kw = self.inner.kernel_size
+        cols = F.unfold(q.double(), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
+        return cols.reshape(n, c, kh * kw, -1)  # (N, C, K, L), K in order ky, kx
+
+    def device_weights(self, w):
+        return w.reshape(w.shape[0], -1)  # (C, 1, KH, KW) -> (C, ky*kx)
+
+    def block_sum(self, cols, w_dev, start, stop):
+        return torch.einsum("nckl,ck->ncl", cols[:, :, start: stop], w_dev[:, start: stop])
+
+    def output_like(self, flat, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.inner.kernel_size, self.inner.stride, self.inner.padding
+        oh, ow = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+        return flat.reshape(flat.shape[0], flat.shape[1], oh, ow)
+
+
+class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
+    """A depthwise 1-D convolution over (N, C, 1, L): a height-1 depthwise_conv2d on the device."""
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False):
+        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu)

@@ -1,0 +1,93 @@
+"""Depthwise convolution (depthwise_conv2d, channel multiplier 1) on every firmware profile: the training
+forward pass equals the host reference, the host reference equals a plain-Python reading of the spec,
+and the firmware's C (compiled for the host) equals the host reference."""
+import itertools
+
+import numpy as np
+import pytest
+
+from cqtf import reference
+from cqtf.fixedpoint import requantize_scalar
+from cqtf.model_ir import IntLayer
+from cqtf.native import NativeEngine
+from cqtf.pack.header import write_header
+from cqtf.profile import FIRMWARE_PROFILES, get_profile
+from cqtf.train.export import export
+from cqtf.train.model import logits_int8
+from random_models import random_depthwise_network, random_inputs
+from test_profiles import ACC_CASES, _profile, naive_dot
+
+SHAPE = (9, 7, 3)
+GEOMETRIES = [(0, 1, 1, 3), (1, 2, 1, 3), (2, 1, 0, 3), (3, 2, 2, 5), (4, 1, 0, 1)]
+PROFILES = [get_profile(n) for n in FIRMWARE_PROFILES] + [
+    _profile(bits, block, br, orr) for bits, block, br, orr, _, _ in ACC_CASES[3:6]]
+
+
+def naive_depthwise(x, layer, profile):
+    (kh, kw), (sh, sw), (pt, pl) = layer.kernel, layer.stride, layer.pad
+    in_h, in_w, _ = layer.in_shape
+    out = np.zeros(layer.out_shape, np.int8)
+    for y, x_, c in itertools.product(*map(range, layer.out_shape)):
+        products, acc = [], int(layer.bias[c])
+        for ky, kx in itertools.product(range(kh), range(kw)):
+            iy, ix = y * sh - pt + ky, x_ * sw - pl + kx
+            inside = 0 <= iy < in_h and 0 <= ix < in_w
+            w = int(layer.weights[0, ky, kx, c])
+            products.append(int(x[iy, ix, c]) * w if inside else 0)
+            acc += (int(x[iy, ix, c]) + layer.input_offset) * w if inside else 0
+        if profile.is_fixed:
+            out[y, x_, c] = naive_dot(products, int(layer.bias[c]), layer.acc_shift, int(layer.shift[c]),
+                                      layer.act_min, layer.act_max, profile)
+        else:
+            v = requantize_scalar(acc, int(layer.multiplier[c]), int(layer.shift[c])) + layer.output_offset
+            out[y, x_, c] = min(max(v, layer.act_min), layer.act_max)
+    return out
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: f"{p.name}-{p.accumulator.bits}-{p.accumulator.block}")
+@pytest.mark.parametrize("seed,stride,padding,kernel", GEOMETRIES)
+def test_training_forward_equals_reference(profile, seed, stride, padding, kernel):
+    network = random_depthwise_network(seed, SHAPE, stride, padding, kernel, profile,
+                                       weight_scale=(1.0, 8.0, 30.0)[seed % 3] if profile.is_fixed else 1.0)
+    x = random_inputs(seed + 100, 48, SHAPE)
+    model = export(network, SHAPE, 5)
+    assert [l.kind for l in model.layers][1] == "depthwise_conv2d"
+    assert model.layers[1].weights.shape == (1, kernel, kernel, 6)
+    assert np.array_equal(logits_int8(network, x), reference.run(model, x))
+    dw = model.layers[1]
+    x_dw = reference.run_layers(model, x[:2])[0]
+    if profile.name != "int8-single":  # naive_depthwise reads TFLM double rounding for int8
+        for n in range(2):
+            assert np.array_equal(reference.depthwise_conv2d(x_dw[n:n + 1], dw, model.arithmetic_profile)[0],
+                                  naive_depthwise(x_dw[n], dw, model.arithmetic_profile))
+
+
+def test_saturation_edges_int8():
+    """Huge gains: the depthwise outputs clip at both ends, still equal to the plain reading."""
+    rng = np.random.default_rng(3)
+    layer = IntLayer("depthwise_conv2d", (5, 5, 4), (5, 5, 4), (3, 3), (1, 1), (1, 1), input_offset=128,
+                     output_offset=-3, act_min=-128, act_max=127,
+                     weights=rng.integers(-127, 128, (1, 3, 3, 4)).astype(np.int8),
+                     bias=rng.integers(-5000, 5000, 4).astype(np.int32),
+                     multiplier=np.full(4, 2**31 - 1, np.int32), shift=np.full(4, 3, np.int32))
+    x = rng.integers(-128, 128, (1, 5, 5, 4)).astype(np.int8)
+    got = reference.depthwise_conv2d(x, layer, get_profile("int8"))
+    assert (got == 127).any() and (got == -128).any()
+    assert np.array_equal(got[0], naive_depthwise(x[0], layer, get_profile("int8")))
+
+
+@pytest.mark.parametrize("optimized", [False, True], ids=["reference", "optimized"])
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: f"{p.name}-{p.accumulator.bits}-{p.accumulator.block}")
+def test_native_engine_equals_reference(profile, optimized, tmp_path, native_cache):
+    seed = PROFILES.index(profile)
+    _, stride, padding, kernel = GEOMETRIES[seed % len(GEOMETRIES)]
+    network = random_depthwise_network(seed, SHAPE, stride, padding, kernel, profile,
+                                       weight_scale=(1.0, 8.0, 30.0)[seed % 3] if profile.is_fixed else 1.0)
+    model = export(network, SHAPE, 5)
+    write_header(model, tmp_path)
+    engine = NativeEngine(tmp_path, native_cache, optimized=optimized)
+    x = random_inputs(seed, 30, SHAPE)
+    expected = reference.run_layers(model, x)
+    for n in range(len(x)):
+        for k in range(len(model.layers)):
+            assert np.array_equal(engine.run(x[n], last_layer=k), expected[k][n].reshape(-1)), f"sample {n} layer {k}"
