@@ -91,3 +91,18 @@ def test_native_engine_equals_reference(profile, optimized, tmp_path, native_cac
     for n in range(len(x)):
         for k in range(len(model.layers)):
             assert np.array_equal(engine.run(x[n], last_layer=k), expected[k][n].reshape(-1)), f"sample {n} layer {k}"
+
+
+@pytest.mark.parametrize("seed,stride,padding,kernel", [(0, 1, 1, 3), (1, 2, 0, 3), (2, 1, 2, 5), (3, 1, 0, 1)])
+def test_int8_depthwise_equals_tflite_micro(seed, stride, padding, kernel):
+    pytest.importorskip("tflite_micro")
+    from cqtf import oracle
+    from cqtf.tflite_export import export_tflite
+    from test_tflite_oracle import _ops
+
+    shape = (9, 9, 3) if stride == 2 else SHAPE
+    model = export(random_depthwise_network(seed, shape, stride, padding, kernel), shape, 5)
+    model_bytes = export_tflite(model)
+    assert "DEPTHWISE_CONV_2D" in _ops(model_bytes)
+    result = oracle.compare(model, random_inputs(200 + seed, 200, shape), model_bytes)
+    assert result.host_mismatched.sum() == 0, result.mismatches
