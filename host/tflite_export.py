@@ -90,6 +90,12 @@ def _activation(fb, i: int, layer: IntLayer, zero_point: int) -> int:
         return fb.ActivationFunctionType.NONE
     if (layer.act_min, layer.act_max) == (max(zero_point, -128), 127):
         return fb.ActivationFunctionType.RELU
+    scale = np.float32(layer.scales.get("output", 0.0) or 1.0)
+    quantize = lambda f: zero_point + int(np.sign(v := np.float32(f) / scale) * np.floor(abs(v) + 0.5))  # noqa: E731
+    if (layer.act_min, layer.act_max) == (max(quantize(0.0), -128), min(quantize(6.0), 127)):
+        return fb.ActivationFunctionType.RELU6
+    if (layer.act_min, layer.act_max) == (max(quantize(-1.0), -128), min(quantize(1.0), 127)):
+        return fb.ActivationFunctionType.RELU_N1_TO_1
     raise ExportError(f"layer {i} ({layer.kind}) clamps to [{layer.act_min}, {layer.act_max}], which is "
                       f"neither no activation nor ReLU for output zero point {zero_point}")
 

@@ -106,3 +106,50 @@ def test_int8_depthwise_equals_tflite_micro(seed, stride, padding, kernel):
     assert "DEPTHWISE_CONV_2D" in _ops(model_bytes)
     result = oracle.compare(model, random_inputs(200 + seed, 200, shape), model_bytes)
     assert result.host_mismatched.sum() == 0, result.mismatches
+
+
+def _act_network(seed, profile, act):
+    import torch
+    from cqtf.data import InputQuant
+    from cqtf.train.layers import QuantConv2d, QuantDepthwiseConv2d, QuantFlatten, QuantLinear
+    from cqtf.train.model import QuantSequential
+    from random_models import calibrated_quantized
+
+    torch.manual_seed(seed)
+    quant = InputQuant(np.float32(0.1), 0) if profile.is_fixed else InputQuant(np.float32(0.08), -5)
+    layers = [QuantConv2d(3, 6, 3, padding=1, act=act), QuantDepthwiseConv2d(6, 3, padding=1, act=act),
+              QuantFlatten(), QuantLinear(6 * 9 * 7, 8, act=act), QuantLinear(8, 5)]
+    network = QuantSequential("act", layers, quant, profile)
+    with torch.no_grad():  # large enough outputs that the upper clamp is reached
+        for layer in network.quant_layers():
+            layer.inner.weight.mul_(4.0)
+    return calibrated_quantized(network, random_inputs(seed, 32, SHAPE))
+
+
+@pytest.mark.parametrize("act", ["relu6", "hardtanh"])
+@pytest.mark.parametrize("name", FIRMWARE_PROFILES)
+def test_fused_clamps_are_exact(name, act):
+    network = _act_network(1, get_profile(name), act)
+    model = export(network, SHAPE, 5)
+    x = random_inputs(7, 48, SHAPE)
+    assert np.array_equal(logits_int8(network, x), reference.run(model, x))
+    first = model.layers[0]
+    scale = first.scales["output"]
+    lo, hi = (0.0, 6.0) if act == "relu6" else (-1.0, 1.0)
+    assert first.act_min == max(-128 if not get_profile(name).is_fixed else -127,
+                                first.output_offset + round(lo / scale))
+    assert first.act_max == min(127, first.output_offset + round(hi / scale))
+    if name == "int8":
+        pytest.importorskip("tflite_micro")
+        from cqtf import oracle
+
+        result = oracle.compare(model, x)
+        assert result.host_mismatched.sum() == 0, result.mismatches
+
+
+def test_relu_flag_unchanged():
+    from cqtf.train.layers import QuantConv2d
+
+    layer = QuantConv2d(1, 2, 3, relu=True)
+    assert layer.relu and layer.act == "relu"
+    assert QuantConv2d(1, 2, 3, act="relu6").relu and not QuantConv2d(1, 2, 3, act="hardtanh").relu

@@ -26,6 +26,7 @@ from cqtf.profile import PRESETS, Profile, Requant
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
+ACTIVATIONS = (None, "relu", "relu6", "hardtanh")  # fused activations (QuantLayer.set_act)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,31 @@ class QuantLayer(nn.Module):
         self.out_frac: int | None = None  # calibrated formats: frozen output fraction bits
         self.out_frac_drop = 0
         self.health: dict[str, float] = {}  # counters of the last epoch, see train/health.py
+        self.act: str | None = "relu" if relu else None  # fused activation: None, relu, relu6, hardtanh
+
+    def set_act(self, act: str | None) -> None:
+        """Fused clamp: relu [0, inf), relu6 [0, 6], hardtanh [-1, 1] (TFLite RELU, RELU6, RELU_N1_TO_1)."""
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}, choose one of {ACTIVATIONS}")
+        if act is not None or not self.relu:
+            self.act, self.relu = act, act in ("relu", "relu6")  # relu6's floor is a ReLU's zero
+
+    def float_act(self, y: torch.Tensor) -> torch.Tensor:
+        if self.act == "relu6":
+            return F.relu6(y)
+        if self.act == "hardtanh":
+            return F.hardtanh(y)
+        return F.relu(y) if self.relu else y
+
+    def _act_bounds(self, scale, zero_point: int, act_min: int, act_max: int) -> tuple[int, int]:
+        """The clamp of relu6 / hardtanh inside (act_min, act_max), as TFLM's Quantize(f) computes it:
+        zero_point + round_half_away(float32(f) / float32(scale))."""
+        limits = {"relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0)}.get(self.act)
+        if limits is None:
+            return act_min, act_max
+        q = [zero_point + int(np.sign(v) * np.floor(abs(v) + 0.5))
+             for v in (np.float32(f) / np.float32(scale) for f in limits)]
+        return max(act_min, q[0]), min(act_max, q[1])
 
     # subclasses: the float op, and the axis layout of per-channel parameters in its output
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -199,8 +225,9 @@ class QuantLayer(nn.Module):
         else:
             out_frac = self.observed_out_frac()
         act_min = 0 if self.relu else -afmt.qmax
+        act_min, act_max = self._act_bounds(np.float32(2.0 ** -out_frac), 0, act_min, afmt.qmax)
         return FixedParams(weights, w_frac, bias, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
-                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, afmt.qmax)
+                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max)
 
     def observed_out_frac(self) -> int:
         o = self.observer
@@ -222,12 +249,13 @@ class QuantLayer(nn.Module):
         multiplier = np.array([m for m, _ in pairs], dtype=np.int32)
         shift = np.array([s for _, s in pairs], dtype=np.int32)
         act_min = max(-128, out_qparams.zero_point) if self.relu else -128
-        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, 127)
+        act_min, act_max = self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
+        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, act_max)
 
     def forward(self, x: QAct) -> QAct:
         if not self.quantized:
             y = self.op(x.value, self.weight, self.bias)
-            y = F.relu(y) if self.relu else y
+            y = self.float_act(y)
             if self.training or self.observer.calibrating:
                 self.observer.observe(y)
             return QAct(y, None, None)
@@ -280,7 +308,7 @@ class QuantLayer(nn.Module):
         w_fake = self.weight + (p.weights * 2.0 ** -p.weight_frac - self.weight).detach()
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
-            self.observer.observe(F.relu(shadow) if self.relu else shadow)
+            self.observer.observe(self.float_act(shadow))
         floor = 0 if self.relu else -np.inf  # below a ReLU's zero is no saturation: the ReLU's own zero
         high = self.output_like(torch.from_numpy((pre > p.act_max) | acc_high), x.q)
         low = self.output_like(torch.from_numpy(((pre < p.act_min) & (pre < floor)) | (acc_low & (not self.relu))), x.q)
@@ -325,7 +353,7 @@ class QuantLayer(nn.Module):
         w_fake = self.weight + (p.weights * w_scales - self.weight).detach()
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
-            self.observer.observe(F.relu(shadow) if self.relu else shadow)
+            self.observer.observe(self.float_act(shadow))
         inside = (requantized >= p.act_min) & (requantized <= p.act_max)
         high = requantized > p.act_max
         low = (requantized < p.act_min) & torch.tensor(not self.relu)
@@ -339,9 +367,11 @@ class QuantConv2d(QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False):
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False,
+                 act: str | None = None):
         super().__init__(relu)
         self.inner = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.set_act(act)
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
@@ -368,16 +398,17 @@ class QuantConv1d(QuantConv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, relu: bool = False):
-        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu)
+                 padding: int = 0, relu: bool = False, act: str | None = None):
+        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu, act)
 
 
 class QuantLinear(QuantLayer):
     channel_view = (1, -1)
 
-    def __init__(self, in_features: int, out_features: int, relu: bool = False):
+    def __init__(self, in_features: int, out_features: int, relu: bool = False, act: str | None = None):
         super().__init__(relu)
         self.inner = nn.Linear(in_features, out_features)
+        self.set_act(act)
         self.flatten_from: "QuantFlatten | None" = None  # set by QuantSequential: the device's feature order
 
     def op(self, x, weight, bias):
@@ -443,9 +474,10 @@ class QuantDepthwiseConv2d(QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
     def __init__(self, channels: int, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1,
-                 padding: int | tuple[int, int] = 0, relu: bool = False):
+                 padding: int | tuple[int, int] = 0, relu: bool = False, act: str | None = None):
         super().__init__(relu)
         self.inner = nn.Conv2d(channels, channels, kernel_size, stride, padding, groups=channels)
+        self.set_act(act)
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
@@ -471,5 +503,6 @@ class QuantDepthwiseConv2d(QuantLayer):
 class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
     """A depthwise 1-D convolution over (N, C, 1, L): a height-1 depthwise_conv2d on the device."""
 
-    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False):
-        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu)
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False,
+                 act: str | None = None):
+        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act)
