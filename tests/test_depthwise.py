@@ -153,3 +153,49 @@ def test_relu_flag_unchanged():
     layer = QuantConv2d(1, 2, 3, relu=True)
     assert layer.relu and layer.act == "relu"
     assert QuantConv2d(1, 2, 3, act="relu6").relu and not QuantConv2d(1, 2, 3, act="hardtanh").relu
+
+
+def _bn_network(seed, profile):
+    import torch
+    from cqtf.data import InputQuant
+    from cqtf.train.layers import QuantConv2d, QuantDepthwiseConv2d, QuantFlatten, QuantLinear
+    from cqtf.train.model import QuantSequential
+
+    torch.manual_seed(seed)
+    quant = InputQuant(np.float32(0.1), 0) if profile.is_fixed else InputQuant(np.float32(0.08), -5)
+    layers = [QuantConv2d(3, 6, 3, padding=1, relu=True, bn=True),
+              QuantDepthwiseConv2d(6, 3, padding=1, relu=True, bn=True),
+              QuantConv2d(6, 4, 1, act="relu6", bn=True), QuantFlatten(), QuantLinear(4 * 9 * 7, 5)]
+    return QuantSequential("bn", layers, quant, profile)
+
+
+@pytest.mark.parametrize("name", FIRMWARE_PROFILES)
+def test_batch_norm_folds_and_stays_exact(name):
+    """Float training moves the running statistics; eval folds them: conv+BN == the folded conv; the
+    quantized forward (trained a few steps with batch statistics) equals the export of the folded layers."""
+    import torch
+    from random_models import calibrated_quantized
+
+    network = _bn_network(2, get_profile(name))
+    x = random_inputs(3, 64, SHAPE)
+    y = torch.from_numpy(np.arange(64) % 5)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    for _ in range(3):  # float steps: batch statistics, running averages updated
+        network.train()
+        loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(x)), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    conv = network.layers[0]
+    assert int(conv.bn.num_batches_tracked) == 3
+    with torch.no_grad():  # eval: the folded conv is conv followed by BN with running statistics
+        inp = torch.randn(2, 3, 9, 7)
+        conv.bn.eval()
+        want = conv.bn(conv.op(inp, conv.inner.weight, conv.inner.bias))
+        assert torch.allclose(conv.op(inp, conv.weight, conv.bias), want, atol=1e-5)
+    network = calibrated_quantized(network, x)
+    for _ in range(2):
+        network.train()
+        loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(x)), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        assert conv.inner.weight.grad.abs().sum() > 0 and conv.bn.weight.grad.abs().sum() > 0
+        model = export(network, SHAPE, 5)
+        assert np.array_equal(logits_int8(network, x), reference.run(model, x))

@@ -363,15 +363,62 @@ class QuantLayer(nn.Module):
         return QAct(value, q, p.out_qparams)
 
 
-class QuantConv2d(QuantLayer):
+class BatchNormFold:
+    """Batch norm folded into the preceding convolution (`bn=True`): w' = w * g / sqrt(var + eps),
+    b' = (b - mean) * g / sqrt(var + eps) + beta. While training, the batch's statistics (of the
+    un-gained input, so power-of-two gains stay a reparametrization) and running averages updated as
+    nn.BatchNorm2d does; outside a training forward, the running statistics. The folded w' and b' are
+    what `weight` and `bias` give: what is quantized, trained through and exported."""
+
+    # self.bn (nn.BatchNorm2d or None) is set by the subclass' __init__ (a class attribute would hide the module)
+    _batch_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.bn
+        mean, var = self._batch_stats if self._batch_stats is not None else (bn.running_mean, bn.running_var)
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        return scale, (self.inner.bias - mean) * scale + bn.bias
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = QuantLayer.weight.fget(self)
+        return w if self.bn is None else w * self._fold()[0].reshape(-1, 1, 1, 1)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        if self.bn is None:
+            return QuantLayer.bias.fget(self)
+        b = self._fold()[1]
+        return b * (2.0 ** self.act_gain_log2) if self.act_gain_log2 else b
+
+    def forward(self, x: QAct) -> QAct:
+        if self.bn is None or not self.training or self.observer.calibrating:
+            return super().forward(x)
+        bn = self.bn
+        y = self.op(x.value * 2.0 ** -(self.act_gain_log2 - self.gain_log2), self.inner.weight, self.inner.bias)
+        mean, var = y.mean(dim=(0, 2, 3)), y.var(dim=(0, 2, 3), unbiased=False)
+        with torch.no_grad():
+            n = y.numel() // y.shape[1]
+            bn.running_mean.lerp_(mean, bn.momentum)
+            bn.running_var.lerp_(var * n / max(n - 1, 1), bn.momentum)
+            bn.num_batches_tracked += 1
+        self._batch_stats = (mean, var)
+        try:
+            return super().forward(x)
+        finally:
+            self._batch_stats = None
+
+
+class QuantConv2d(BatchNormFold, QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False,
-                 act: str | None = None):
+                 act: str | None = None, bn: bool = False):
         super().__init__(relu)
         self.inner = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
         self.set_act(act)
+        self.bn = nn.BatchNorm2d(out_channels) if bn else None
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
@@ -398,8 +445,8 @@ class QuantConv1d(QuantConv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, relu: bool = False, act: str | None = None):
-        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu, act)
+                 padding: int = 0, relu: bool = False, act: str | None = None, bn: bool = False):
+        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)
 
 
 class QuantLinear(QuantLayer):
@@ -466,7 +513,7 @@ class QuantFlatten(nn.Module):
         return QAct(x.value.flatten(1), None if x.q is None else x.q.flatten(1), x.qparams)
 
 
-class QuantDepthwiseConv2d(QuantLayer):
+class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
     """Depthwise convolution (groups = channels, channel multiplier 1); the device's depthwise_conv2d.
 
     Per channel, the device sums the kernel's products in the order ky, kx (fixed point: blocks of them)."""
@@ -474,10 +521,12 @@ class QuantDepthwiseConv2d(QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
     def __init__(self, channels: int, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1,
-                 padding: int | tuple[int, int] = 0, relu: bool = False, act: str | None = None):
+                 padding: int | tuple[int, int] = 0, relu: bool = False, act: str | None = None,
+                 bn: bool = False):
         super().__init__(relu)
         self.inner = nn.Conv2d(channels, channels, kernel_size, stride, padding, groups=channels)
         self.set_act(act)
+        self.bn = nn.BatchNorm2d(channels) if bn else None
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
@@ -504,5 +553,5 @@ class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
     """A depthwise 1-D convolution over (N, C, 1, L): a height-1 depthwise_conv2d on the device."""
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False,
-                 act: str | None = None):
-        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act)
+                 act: str | None = None, bn: bool = False):
+        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)
