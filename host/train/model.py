@@ -128,18 +128,18 @@ def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant
 
 def ds_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant,
            profile: Profile | None = None) -> QuantSequential:
-    """Keyword-spotting-style depthwise-separable CNN for 8x8 images: conv3x3(16)+ReLU, then three blocks
-    of depthwise3x3+ReLU and pointwise1x1+ReLU (16->32, pool 2, 32->32, 32->32), pool 2, dense.
+    """Keyword-spotting-style depthwise-separable CNN for 8x8 images: conv3x3(16)+BN+ReLU, then three blocks
+    of depthwise3x3+BN+ReLU and pointwise1x1+BN+ReLU (16->32, pool 2, 32->32, 32->32), pool 2, dense.
     About 100 k MACs and 2 KB of activations for 8x8x1."""
     h, w, c = input_shape
     if h % 4 or w % 4:
         raise DataError(f"ds_cnn needs input height and width multiples of 4, got {h}x{w}", "pick another model")
     layers = [
-        QuantConv2d(c, 16, 3, padding=1, relu=True),
-        QuantDepthwiseConv2d(16, 3, padding=1, relu=True), QuantConv2d(16, 32, 1, relu=True),
+        QuantConv2d(c, 16, 3, padding=1, relu=True, bn=True),
+        QuantDepthwiseConv2d(16, 3, padding=1, relu=True, bn=True), QuantConv2d(16, 32, 1, relu=True, bn=True),
         QuantMaxPool2d(2),
-        QuantDepthwiseConv2d(32, 3, padding=1, relu=True), QuantConv2d(32, 32, 1, relu=True),
-        QuantDepthwiseConv2d(32, 3, padding=1, relu=True), QuantConv2d(32, 32, 1, relu=True),
+        QuantDepthwiseConv2d(32, 3, padding=1, relu=True, bn=True), QuantConv2d(32, 32, 1, relu=True, bn=True),
+        QuantDepthwiseConv2d(32, 3, padding=1, relu=True, bn=True), QuantConv2d(32, 32, 1, relu=True, bn=True),
         QuantMaxPool2d(2),
         QuantFlatten(),
         QuantLinear(32 * (h // 4) * (w // 4), num_classes),
