@@ -16,7 +16,7 @@ import numpy as np
 from cqtf.errors import DataError
 
 FORMAT_VERSION = 2  # == CQTF_FORMAT_VERSION in firmware/src/cqtf_types.h
-LAYER_KINDS = ("conv2d", "maxpool2d", "fully_connected")
+LAYER_KINDS = ("conv2d", "maxpool2d", "fully_connected", "depthwise_conv2d")
 _ARRAYS = {"weights": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
 
 
@@ -32,7 +32,7 @@ class IntLayer:
     output_offset: int = 0  # output zero point
     act_min: int = -128
     act_max: int = 127
-    weights: np.ndarray | None = None  # conv: (O, KH, KW, I); fc: (O, H*W*C in NHWC order)
+    weights: np.ndarray | None = None  # conv: (O, KH, KW, I); fc: (O, H*W*C in NHWC order); depthwise: (1, KH, KW, C)
     bias: np.ndarray | None = None  # (O,) int32
     multiplier: np.ndarray | None = None  # (O,) Q31
     shift: np.ndarray | None = None  # (O,) > 0 is a left shift (fixed point: acc frac - out frac = -shift)

@@ -70,7 +70,20 @@ def fully_connected(x: np.ndarray, layer: IntLayer, profile: Profile | None = No
     return _requantize_clamp(acc, layer, profile).reshape((x.shape[0],) + tuple(layer.out_shape))
 
 
-KERNELS = {"conv2d": conv2d, "maxpool2d": maxpool2d, "fully_connected": fully_connected}
+def depthwise_conv2d(x: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    """Depthwise conv, channel multiplier 1: weights (1, KH, KW, C); padding skipped (int8) or zero products."""
+    if profile is not None and profile.is_fixed:
+        return reference_fixed.depthwise_conv2d(x, layer, profile, _padded)
+    shifted = _padded(x.astype(np.int64) + layer.input_offset, layer, fill=0)
+    weights = layer.weights.astype(np.int64)[0]  # (KH, KW, C)
+    acc = np.zeros((x.shape[0],) + tuple(layer.out_shape), dtype=np.int64)
+    for ky, kx, window in _windows(shifted, layer):
+        acc += window * weights[ky, kx, :]
+    return _requantize_clamp(acc + layer.bias.astype(np.int64), layer, profile)
+
+
+KERNELS = {"conv2d": conv2d, "maxpool2d": maxpool2d, "fully_connected": fully_connected,
+           "depthwise_conv2d": depthwise_conv2d}
 
 
 def run_layers(model: IntModel, x: np.ndarray) -> list[np.ndarray]:

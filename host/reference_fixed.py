@@ -57,3 +57,19 @@ def fully_connected(x: np.ndarray, layer: IntLayer, profile: Profile) -> np.ndar
     flat = x.reshape(x.shape[0], 1, -1).astype(np.int64)  # (N, 1, K), NHWC order
     acc = accumulate(flat * layer.weights.astype(np.int64), layer.bias, layer.acc_shift, profile)
     return output(acc, layer, profile).reshape((x.shape[0],) + tuple(layer.out_shape))
+
+
+def depthwise_conv2d(x: np.ndarray, layer: IntLayer, profile: Profile, padded) -> np.ndarray:
+    """Depthwise conv (weights (1, KH, KW, C)): per channel, products in the device order ky, kx;
+    padding counts as zero products (twin: firmware/src/kernels/cqtf_depthwise_conv2d_fx.c)."""
+    xp = padded(x.astype(np.int64), layer, fill=0)
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    out_h, out_w, out_c = layer.out_shape
+    n = x.shape[0]
+    cols = np.empty((n, out_h, out_w, out_c, kh, kw), dtype=np.int64)  # (..., C, K) in order ky, kx
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[..., ky, kx] = xp[:, ky: ky + (out_h - 1) * sh + 1: sh, kx: kx + (out_w - 1) * sw + 1: sw, :]
+    weights = layer.weights.astype(np.int64)[0].transpose(2, 0, 1).reshape(out_c, -1)  # (C, KH*KW)
+    acc = accumulate(cols.reshape(n, out_h, out_w, out_c, -1) * weights, layer.bias, layer.acc_shift, profile)
+    return output(acc, layer, profile)

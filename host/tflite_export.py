@@ -90,6 +90,12 @@ def _activation(fb, i: int, layer: IntLayer, zero_point: int) -> int:
         return fb.ActivationFunctionType.NONE
     if (layer.act_min, layer.act_max) == (max(zero_point, -128), 127):
         return fb.ActivationFunctionType.RELU
+    scale = np.float32(layer.scales.get("output", 0.0) or 1.0)
+    quantize = lambda f: zero_point + int(np.sign(v := np.float32(f) / scale) * np.floor(abs(v) + 0.5))  # noqa: E731
+    if (layer.act_min, layer.act_max) == (max(quantize(0.0), -128), min(quantize(6.0), 127)):
+        return fb.ActivationFunctionType.RELU6
+    if (layer.act_min, layer.act_max) == (max(quantize(-1.0), -128), min(quantize(1.0), 127)):
+        return fb.ActivationFunctionType.RELU_N1_TO_1
     raise ExportError(f"layer {i} ({layer.kind}) clamps to [{layer.act_min}, {layer.act_max}], which is "
                       f"neither no activation nor ReLU for output zero point {zero_point}")
 
@@ -157,7 +163,7 @@ def export_tflite(model: IntModel) -> bytes:
             g.op(fb.BuiltinOperator.MAX_POOL_2D, [current], [out], fb.BuiltinOptions.Pool2DOptions, opts)
             current = out
             continue
-        if layer.kind not in ("conv2d", "fully_connected"):
+        if layer.kind not in ("conv2d", "fully_connected", "depthwise_conv2d"):
             raise ExportError(f"layer {i}: kind {layer.kind} has no TFLite export")
         in_scale = _f32(layer.scales.get("input", 0.0), f"layer {i} input scale")
         if in_scale != scale:
@@ -167,7 +173,8 @@ def export_tflite(model: IntModel) -> bytes:
         weight_scales = _check_multipliers(i, layer, in_scale, out_scale)
         channels = layer.out_shape[2]
         bias_scales = [float(np.float32(in_scale) * np.float32(w)) for w in weight_scales]
-        w = g.tensor(f"l{i}_weights", layer.weights.shape, i8, weight_scales, [0] * channels, layer.weights)
+        axis = 3 if layer.kind == "depthwise_conv2d" else 0  # TFLite's depthwise filter (1, KH, KW, C): per-channel on C
+        w = g.tensor(f"l{i}_weights", layer.weights.shape, i8, weight_scales, [0] * channels, layer.weights, axis)
         b = g.tensor(f"l{i}_bias", (channels,), i32, bias_scales, [0] * channels, layer.bias.astype(np.int32))
         zero_point, scale = int(layer.output_offset), out_scale
         if layer.kind == "conv2d":
@@ -178,6 +185,16 @@ def export_tflite(model: IntModel) -> bytes:
             opts.dilationHFactor = opts.dilationWFactor = 1
             opts.fusedActivationFunction = _activation(fb, i, layer, zero_point)
             g.op(fb.BuiltinOperator.CONV_2D, [current, w, b], [out], fb.BuiltinOptions.Conv2DOptions, opts)
+        elif layer.kind == "depthwise_conv2d":
+            out = g.tensor(f"l{i}_dwconv", (1, *layer.out_shape), i8, [scale], [zero_point])
+            opts = fb.DepthwiseConv2DOptionsT()
+            opts.padding = _padding(fb, i, layer)
+            opts.strideH, opts.strideW = layer.stride
+            opts.depthMultiplier = 1
+            opts.dilationHFactor = opts.dilationWFactor = 1
+            opts.fusedActivationFunction = _activation(fb, i, layer, zero_point)
+            g.op(fb.BuiltinOperator.DEPTHWISE_CONV_2D, [current, w, b], [out],
+                 fb.BuiltinOptions.DepthwiseConv2DOptions, opts)
         else:
             # FULLY_CONNECTED flattens its input in NHWC order, the order of cqtf's weight columns
             out = g.tensor(f"l{i}_fc", (1, channels), i8, [scale], [zero_point])
@@ -214,6 +231,8 @@ def overflow_risks(model: IntModel) -> list[str]:
             continue
         worst_input = max(abs(-128 + layer.input_offset), abs(127 + layer.input_offset))
         weights = np.abs(layer.weights.astype(np.int64)).reshape(layer.weights.shape[0], -1)
+        if layer.kind == "depthwise_conv2d":  # (1, KH, KW, C): a channel's weights are a column
+            weights = np.abs(layer.weights.astype(np.int64)).reshape(-1, layer.weights.shape[-1]).T
         worst = np.abs(layer.bias.astype(np.int64)) + weights.sum(axis=1) * worst_input
         shifted = worst << np.maximum(layer.shift.astype(np.int64), 0)
         channels = np.flatnonzero((layer.shift > 0) & (shifted > INT32_MAX))

@@ -50,3 +50,24 @@ def calibrated_quantized(network: QuantSequential, x: np.ndarray) -> QuantSequen
 
 def random_inputs(seed: int, n: int, shape) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, (n,) + tuple(shape)).astype(np.int8)
+
+
+def random_depthwise_network(seed: int, input_shape=(9, 7, 3), stride=1, padding=1, kernel=3,
+                             profile=None, weight_scale=1.0) -> QuantSequential:
+    """conv 1x1 -> depthwise kxk -> pointwise 1x1 -> dense: a randomly initialized depthwise-separable
+    network, calibrated on random inputs, in quantized mode (profile None: int8)."""
+    from cqtf.train.layers import QuantDepthwiseConv2d
+
+    torch.manual_seed(seed)
+    h, w, c = input_shape
+    fixed = profile is not None and profile.is_fixed
+    quant = InputQuant(np.float32(0.1), 0) if fixed else InputQuant(np.float32(0.05 + seed % 7 * 0.01), int(seed % 50) - 25)
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    layers = [QuantConv2d(c, 6, 1, relu=True),
+              QuantDepthwiseConv2d(6, kernel, stride=stride, padding=padding, relu=bool(seed % 2)),
+              QuantConv2d(6, 4, 1, relu=True), QuantFlatten(), QuantLinear(4 * oh * ow, 5)]
+    network = QuantSequential("random_dw", layers, quant, profile)
+    with torch.no_grad():
+        for layer in network.quant_layers():
+            layer.inner.weight.mul_(weight_scale)
+    return calibrated_quantized(network, random_inputs(seed, 32, input_shape))

@@ -26,7 +26,8 @@ typedef enum {
 typedef enum {
     CQTF_OP_CONV2D = 1,          /* weights [out_c][kernel_h][kernel_w][in_c], bias [out_c] */
     CQTF_OP_MAXPOOL2D = 2,       /* no weights; output quantization equals input quantization */
-    CQTF_OP_FULLY_CONNECTED = 3  /* weights [out_c][in_h*in_w*in_c] (input flattened NHWC), bias [out_c] */
+    CQTF_OP_FULLY_CONNECTED = 3, /* weights [out_c][in_h*in_w*in_c] (input flattened NHWC), bias [out_c] */
+    CQTF_OP_DEPTHWISE_CONV2D = 4 /* channel multiplier 1: weights [1][kernel_h][kernel_w][c], bias [c], out.c == in.c */
 } cqtf_op_t;
 
 typedef struct {

@@ -76,6 +76,16 @@ static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_
 #endif
 }
 
+static cqtf_status_t op_depthwise_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                         const int8_t *const *inputs, int8_t *output)
+{
+    (void)ctx;
+    if (fixed_point(layer)) {
+        return cqtf_depthwise_conv2d_fx(layer, inputs[0], output);
+    }
+    return cqtf_depthwise_conv2d_s8(layer, inputs[0], output);
+}
+
 static const struct {
     uint8_t op;
     uint8_t num_inputs;
@@ -84,6 +94,7 @@ static const struct {
     {CQTF_OP_CONV2D, 1u, op_conv2d},
     {CQTF_OP_MAXPOOL2D, 1u, op_maxpool2d},
     {CQTF_OP_FULLY_CONNECTED, 1u, op_fully_connected},
+    {CQTF_OP_DEPTHWISE_CONV2D, 1u, op_depthwise_conv2d},
 };
 
 /* 1 when [at, at + size) lies inside the model's arena (which lies inside engine_arena). */

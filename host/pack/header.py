@@ -11,7 +11,8 @@ from cqtf.pack.plan import LayerSlots, MemoryPlan, plan_model
 from cqtf.profile import PowerOfTwo, firmware_constants
 
 HEADER_NAME = "cqtf_model.h"
-_OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED"}
+_OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED",
+        "depthwise_conv2d": "CQTF_OP_DEPTHWISE_CONV2D"}
 _C_TYPES = {"weights": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
 
 
@@ -36,9 +37,18 @@ def _pot4(model: IntModel) -> bool:
     return isinstance(model.arithmetic_profile.weights, PowerOfTwo)
 
 
+# Layers whose pot4 weights the firmware reads packed (shift kernels); others, e.g. depthwise, keep
+# the decoded int8 powers of two and run the fixed-point kernel, which computes the same integers.
+POT4_PACKED_KINDS = ("conv2d", "fully_connected")
+
+
+def _packed(layer: IntLayer, key: str, pot4: bool) -> bool:
+    return key == "weights" and pot4 and layer.kind in POT4_PACKED_KINDS
+
+
 def _stored(layer: IntLayer, key: str, ctype: str, pot4: bool) -> tuple[str, np.ndarray]:
     """(C type, values) of one constant array as the header stores it."""
-    if key == "weights" and pot4:
+    if _packed(layer, key, pot4):
         return "uint8_t", pow2.packed_weights(layer.weights)
     return ctype, getattr(layer, key)
 
@@ -59,7 +69,7 @@ def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots, pot4: bool = F
     def ref(key):
         if getattr(layer, key) is None:
             return "NULL"
-        return f"(const int8_t *)cqtf_l{index}_{key}" if key == "weights" and pot4 else f"cqtf_l{index}_{key}"
+        return f"(const int8_t *)cqtf_l{index}_{key}" if _packed(layer, key, pot4) else f"cqtf_l{index}_{key}"
 
     (kh, kw), (sh, sw), (pt, pl) = layer.kernel, layer.stride, layer.pad
     return (

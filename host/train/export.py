@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from cqtf.model_ir import IntLayer, IntModel
-from cqtf.train.layers import QParams, QuantConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+from cqtf.train.layers import QParams, QuantConv2d, QuantDepthwiseConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
 from cqtf.train.model import QuantSequential
 
 
@@ -73,6 +73,15 @@ def export(model: QuantSequential, input_shape, num_classes: int, profile: str |
                 flattened_from = None
             out = (1, 1, layer.inner.out_features)
             layers.append(IntLayer("fully_connected", shape, out,
+                                   weights=np.ascontiguousarray(weights), **fields))
+            shape, qp = out, p.out_qparams
+        elif isinstance(layer, QuantDepthwiseConv2d):
+            p, fields = _layer_fields(layer, qp)
+            conv = layer.inner
+            (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+            out = (_conv_out(shape[0], kh, sh, ph), _conv_out(shape[1], kw, sw, pw), conv.out_channels)
+            weights = p.weights.numpy().astype(np.int8).transpose(1, 2, 3, 0)  # (C, 1, KH, KW) -> (1, KH, KW, C)
+            layers.append(IntLayer("depthwise_conv2d", shape, out, (kh, kw), (sh, sw), (ph, pw),
                                    weights=np.ascontiguousarray(weights), **fields))
             shape, qp = out, p.out_qparams
         else:

@@ -27,6 +27,7 @@ from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
+ACTIVATIONS = (None, "relu", "relu6", "hardtanh")  # fused activations (QuantLayer.set_act)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,31 @@ class QuantLayer(nn.Module):
         self.health: dict[str, float] = {}  # counters of the last epoch, see train/health.py
         self.pot_blend = 1.0  # power-of-two weights: w - a (w - Q(w)), a < 1 only early in training (pow2.blend)
         self.weight_frac: int | None = None  # calibrated weight formats: frozen fraction bits (train/pot_blend.py)
+        self.act: str | None = "relu" if relu else None  # fused activation: None, relu, relu6, hardtanh
+
+    def set_act(self, act: str | None) -> None:
+        """Fused clamp: relu [0, inf), relu6 [0, 6], hardtanh [-1, 1] (TFLite RELU, RELU6, RELU_N1_TO_1)."""
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}, choose one of {ACTIVATIONS}")
+        if act is not None or not self.relu:
+            self.act, self.relu = act, act in ("relu", "relu6")  # relu6's floor is a ReLU's zero
+
+    def float_act(self, y: torch.Tensor) -> torch.Tensor:
+        if self.act == "relu6":
+            return F.relu6(y)
+        if self.act == "hardtanh":
+            return F.hardtanh(y)
+        return F.relu(y) if self.relu else y
+
+    def _act_bounds(self, scale, zero_point: int, act_min: int, act_max: int) -> tuple[int, int]:
+        """The clamp of relu6 / hardtanh inside (act_min, act_max), as TFLM's Quantize(f) computes it:
+        zero_point + round_half_away(float32(f) / float32(scale))."""
+        limits = {"relu6": (0.0, 6.0), "hardtanh": (-1.0, 1.0)}.get(self.act)
+        if limits is None:
+            return act_min, act_max
+        q = [zero_point + int(np.sign(v) * np.floor(abs(v) + 0.5))
+             for v in (np.float32(f) / np.float32(scale) for f in limits)]
+        return max(act_min, q[0]), min(act_max, q[1])
 
     # subclasses: the float op, and the axis layout of per-channel parameters in its output
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -207,8 +233,9 @@ class QuantLayer(nn.Module):
         else:
             out_frac = self.observed_out_frac()
         act_min = 0 if self.relu else -afmt.qmax
+        act_min, act_max = self._act_bounds(np.float32(2.0 ** -out_frac), 0, act_min, afmt.qmax)
         return FixedParams(weights, w_frac, bias, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
-                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, afmt.qmax)
+                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max)
 
     def observed_out_frac(self) -> int:
         o = self.observer
@@ -230,12 +257,13 @@ class QuantLayer(nn.Module):
         multiplier = np.array([m for m, _ in pairs], dtype=np.int32)
         shift = np.array([s for _, s in pairs], dtype=np.int32)
         act_min = max(-128, out_qparams.zero_point) if self.relu else -128
-        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, 127)
+        act_min, act_max = self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
+        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, act_max)
 
     def forward(self, x: QAct) -> QAct:
         if not self.quantized:
             y = self.op(x.value, self.weight, self.bias)
-            y = F.relu(y) if self.relu else y
+            y = self.float_act(y)
             if self.training or self.observer.calibrating:
                 self.observer.observe(y)
             return QAct(y, None, None)
@@ -254,18 +282,22 @@ class QuantLayer(nn.Module):
         """(N, O, L) back to the op's output layout."""
         raise NotImplementedError
 
+    def block_sum(self, cols: torch.Tensor, w_dev: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Exact sums (N, O, L) of the products start..stop-1 (device order) of every output."""
+        return torch.einsum("nkl,ok->nol", cols[:, start: stop], w_dev[:, start: stop])
+
     def _fixed_forward(self, x: QAct) -> QAct:
         p = self.fixed_params(x.qparams)
         acc_spec = self.profile.accumulator
-        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers
+        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
-        k = cols.shape[1]
+        k = w_dev.shape[1]
         block = acc_spec.block or k
-        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[2]), dtype=np.int64)
+        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[-1]), dtype=np.int64)
         block_saturated = np.zeros(acc.shape, dtype=bool)
         for start in range(0, k, block):
             # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-            s = torch.einsum("nkl,ok->nol", cols[:, start: start + block], w_dev[:, start: start + block])
+            s = self.block_sum(cols, w_dev, start, start + block)
             s = round_shift(s.round().long().numpy(), p.acc_shift, acc_spec.block_rounding)
             s_sat = saturate(s, acc_spec.bits)
             acc = acc + s_sat
@@ -285,7 +317,7 @@ class QuantLayer(nn.Module):
         w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
-            self.observer.observe(F.relu(shadow) if self.relu else shadow)
+            self.observer.observe(self.float_act(shadow))
         floor = 0 if self.relu else -np.inf  # below a ReLU's zero is no saturation: the ReLU's own zero
         high = self.output_like(torch.from_numpy((pre > p.act_max) | acc_high), x.q)
         low = self.output_like(torch.from_numpy(((pre < p.act_min) & (pre < floor)) | (acc_low & (not self.relu))), x.q)
@@ -341,7 +373,7 @@ class QuantLayer(nn.Module):
         w_fake = self.weight + (p.weights * w_scales - self.weight).detach()
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
-            self.observer.observe(F.relu(shadow) if self.relu else shadow)
+            self.observer.observe(self.float_act(shadow))
         inside = (requantized >= p.act_min) & (requantized <= p.act_max)
         high = requantized > p.act_max
         low = (requantized < p.act_min) & torch.tensor(not self.relu)
@@ -351,13 +383,62 @@ class QuantLayer(nn.Module):
         return QAct(value, q, p.out_qparams)
 
 
-class QuantConv2d(QuantLayer):
+class BatchNormFold:
+    """Batch norm folded into the preceding convolution (`bn=True`): w' = w * g / sqrt(var + eps),
+    b' = (b - mean) * g / sqrt(var + eps) + beta. While training, the batch's statistics (of the
+    un-gained input, so power-of-two gains stay a reparametrization) and running averages updated as
+    nn.BatchNorm2d does; outside a training forward, the running statistics. The folded w' and b' are
+    what `weight` and `bias` give: what is quantized, trained through and exported."""
+
+    # self.bn (nn.BatchNorm2d or None) is set by the subclass' __init__ (a class attribute would hide the module)
+    _batch_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.bn
+        mean, var = self._batch_stats if self._batch_stats is not None else (bn.running_mean, bn.running_var)
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        return scale, (self.inner.bias - mean) * scale + bn.bias
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = QuantLayer.weight.fget(self)
+        return w if self.bn is None else w * self._fold()[0].reshape(-1, 1, 1, 1)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        if self.bn is None:
+            return QuantLayer.bias.fget(self)
+        b = self._fold()[1]
+        return b * (2.0 ** self.act_gain_log2) if self.act_gain_log2 else b
+
+    def forward(self, x: QAct) -> QAct:
+        if self.bn is None or not self.training or self.observer.calibrating:
+            return super().forward(x)
+        bn = self.bn
+        y = self.op(x.value * 2.0 ** -(self.act_gain_log2 - self.gain_log2), self.inner.weight, self.inner.bias)
+        mean, var = y.mean(dim=(0, 2, 3)), y.var(dim=(0, 2, 3), unbiased=False)
+        with torch.no_grad():
+            n = y.numel() // y.shape[1]
+            bn.running_mean.lerp_(mean, bn.momentum)
+            bn.running_var.lerp_(var * n / max(n - 1, 1), bn.momentum)
+            bn.num_batches_tracked += 1
+        self._batch_stats = (mean, var)
+        try:
+            return super().forward(x)
+        finally:
+            self._batch_stats = None
+
+
+class QuantConv2d(BatchNormFold, QuantLayer):
     channel_view = (1, -1, 1, 1)  # NCHW
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False):
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, relu: bool = False,
+                 act: str | None = None, bn: bool = False):
         super().__init__(relu)
         self.inner = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.set_act(act)
+        self.bn = nn.BatchNorm2d(out_channels) if bn else None
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
@@ -384,16 +465,17 @@ class QuantConv1d(QuantConv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, relu: bool = False):
-        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu)
+                 padding: int = 0, relu: bool = False, act: str | None = None, bn: bool = False):
+        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)
 
 
 class QuantLinear(QuantLayer):
     channel_view = (1, -1)
 
-    def __init__(self, in_features: int, out_features: int, relu: bool = False):
+    def __init__(self, in_features: int, out_features: int, relu: bool = False, act: str | None = None):
         super().__init__(relu)
         self.inner = nn.Linear(in_features, out_features)
+        self.set_act(act)
         self.flatten_from: "QuantFlatten | None" = None  # set by QuantSequential: the device's feature order
 
     def op(self, x, weight, bias):
@@ -449,3 +531,47 @@ class QuantFlatten(nn.Module):
     def forward(self, x: QAct) -> QAct:
         self.last_shape = tuple(x.value.shape[1:])
         return QAct(x.value.flatten(1), None if x.q is None else x.q.flatten(1), x.qparams)
+
+
+class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
+    """Depthwise convolution (groups = channels, channel multiplier 1); the device's depthwise_conv2d.
+
+    Per channel, the device sums the kernel's products in the order ky, kx (fixed point: blocks of them)."""
+
+    channel_view = (1, -1, 1, 1)  # NCHW
+
+    def __init__(self, channels: int, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 0, relu: bool = False, act: str | None = None,
+                 bn: bool = False):
+        super().__init__(relu)
+        self.inner = nn.Conv2d(channels, channels, kernel_size, stride, padding, groups=channels)
+        self.set_act(act)
+        self.bn = nn.BatchNorm2d(channels) if bn else None
+
+    def op(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
+
+    def device_columns(self, q):
+        n, c = q.shape[:2]
+        kh, kw = self.inner.kernel_size
+        cols = F.unfold(q.double(), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
+        return cols.reshape(n, c, kh * kw, -1)  # (N, C, K, L), K in order ky, kx
+
+    def device_weights(self, w):
+        return w.reshape(w.shape[0], -1)  # (C, 1, KH, KW) -> (C, ky*kx)
+
+    def block_sum(self, cols, w_dev, start, stop):
+        return torch.einsum("nckl,ck->ncl", cols[:, :, start: stop], w_dev[:, start: stop])
+
+    def output_like(self, flat, x):
+        (kh, kw), (sh, sw), (ph, pw) = self.inner.kernel_size, self.inner.stride, self.inner.padding
+        oh, ow = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+        return flat.reshape(flat.shape[0], flat.shape[1], oh, ow)
+
+
+class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
+    """A depthwise 1-D convolution over (N, C, 1, L): a height-1 depthwise_conv2d on the device."""
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False,
+                 act: str | None = None, bn: bool = False):
+        super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)

@@ -12,6 +12,7 @@ from cqtf.errors import DataError
 from cqtf.profile import PRESETS, Profile
 from cqtf.train.layers import (QAct, QParams, QuantConv1d, QuantConv2d, QuantFlatten, QuantLayer, QuantLinear,
                                QuantMaxPool1d, QuantMaxPool2d)
+from cqtf.train.layers import QuantDepthwiseConv2d
 
 
 def input_frac_bits(profile: Profile) -> int:
@@ -147,8 +148,31 @@ def mnist1d_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant
     return QuantSequential("mnist1d_cnn", layers, input_quant, profile)
 
 
-ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn, "mnist1d_cnn": mnist1d_cnn}
-ZOO_DATASETS: dict[str, str] = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d"}  # what each model is made for
+def ds_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant,
+           profile: Profile | None = None) -> QuantSequential:
+    """Keyword-spotting-style depthwise-separable CNN for 8x8 images: conv3x3(16)+BN+ReLU, then three blocks
+    of depthwise3x3+BN+ReLU and pointwise1x1+BN+ReLU (16->32, pool 2, 32->32, 32->32), pool 2, dense.
+    About 100 k MACs and 2 KB of activations for 8x8x1."""
+    h, w, c = input_shape
+    if h % 4 or w % 4:
+        raise DataError(f"ds_cnn needs input height and width multiples of 4, got {h}x{w}", "pick another model")
+    layers = [
+        QuantConv2d(c, 16, 3, padding=1, relu=True, bn=True),
+        QuantDepthwiseConv2d(16, 3, padding=1, relu=True, bn=True), QuantConv2d(16, 32, 1, relu=True, bn=True),
+        QuantMaxPool2d(2),
+        QuantDepthwiseConv2d(32, 3, padding=1, relu=True, bn=True), QuantConv2d(32, 32, 1, relu=True, bn=True),
+        QuantDepthwiseConv2d(32, 3, padding=1, relu=True, bn=True), QuantConv2d(32, 32, 1, relu=True, bn=True),
+        QuantMaxPool2d(2),
+        QuantFlatten(),
+        QuantLinear(32 * (h // 4) * (w // 4), num_classes),
+    ]
+    return QuantSequential("ds_cnn", layers, input_quant, profile)
+
+
+ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn, "mnist1d_cnn": mnist1d_cnn,
+                                                  "ds_cnn": ds_cnn}
+ZOO_DATASETS: dict[str, str] = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d",
+                                "ds_cnn": "digits"}  # what each model is made for
 
 
 def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant,

@@ -146,4 +146,24 @@ cqtf_status_t cqtf_conv2d_pot4(const cqtf_layer_t *layer, const int8_t *input, i
 cqtf_status_t cqtf_fully_connected_pot4(const cqtf_layer_t *layer, const int8_t *input,
                                         int8_t *output);
 
+/* DEPTHWISE_CONV2D (channel multiplier 1): out.c == in.c, weights [1][kernel_h][kernel_w][c],
+ * bias [c], per-channel requantization; int8 skips padding positions, the fixed-point kernel counts
+ * them as zero products in the order ky, kx of each channel. Same tensor contract as the s8 kernels. */
+cqtf_status_t cqtf_depthwise_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+cqtf_status_t cqtf_depthwise_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+
+/* Shared geometry check of a depthwise layer: op, non-zero kernel and strides, non-empty tensors,
+ * out.c == in.c and at most CQTF_MAX_PRODUCTS products per output. 1 when usable. */
+static inline int cqtf_depthwise_geometry_ok(const cqtf_layer_t *layer)
+{
+    if (layer->op != CQTF_OP_DEPTHWISE_CONV2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
+        layer->stride_h == 0 || layer->stride_w == 0) {
+        return 0;
+    }
+    if (cqtf_shape_size(layer->in) == 0 || cqtf_shape_size(layer->out) == 0 || layer->in.c != layer->out.c) {
+        return 0;
+    }
+    return (uint32_t)layer->kernel_h * layer->kernel_w <= CQTF_MAX_PRODUCTS;
+}
+
 #endif /* CQTF_KERNELS_H */
