@@ -199,7 +199,14 @@ PRESETS: dict[str, Profile] = {p.name: p for p in (
             Requantizer(Requant.SHIFT, Rounding.HALF_UP),
             description="n-BQ-NN: 4-bit power-of-two weights (shifts, no multiplies), 8-bit Q activations, "
                         "exact 32-bit accumulator, rounding shift"),
+    Profile("wageubn8", _FIXED8, _FIXED8, Accumulator(32),
+            Requantizer(Requant.SHIFT, Rounding.HALF_UP),
+            description="fixed8's device arithmetic, trained WAGEUBN-style: 8-bit gradients, errors, updates"),
 )}
+
+# How each preset trains beyond the device-exact forward pass (kept out of Profile: not device arithmetic,
+# not hashed). "wageubn": quantized gradients, errors, momentum and updates (cqtf.train.wageubn).
+TRAINING: dict[str, str] = {"wageubn8": "wageubn"}
 
 # What the packer and the firmware implement (8-bit tensors: the device stores activations as int8).
 FIRMWARE_PROFILES: tuple[str, ...] = tuple(PRESETS)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from cqtf import reference
 from cqtf.data import Dataset
 from cqtf.model_ir import IntModel
-from cqtf.profile import PowerOfTwo, Profile, get_profile
+from cqtf.profile import TRAINING, PowerOfTwo, Profile, get_profile
 from cqtf.train.export import export
 from cqtf.train.health import GradientMonitor
 from cqtf.train.model import QuantSequential, build_model, logits_int8
@@ -71,8 +71,11 @@ class TrainResult:
 
 def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, config: TrainConfig, phase: str,
             history: list[dict], progress, monitor: GradientMonitor | None = None, warmup: int = 0,
-            after_epoch=None) -> None:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+            after_epoch=None, wage=None) -> None:
+    if wage is not None:  # WAGEUBN (train/wageubn.py): quantized momentum SGD, its own power-of-two lr
+        optimizer = wage.optimizer(model.parameters())
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs - warmup, 1))
     if warmup > 0 and epochs > warmup:
         ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
@@ -95,6 +98,8 @@ def _epochs(model: QuantSequential, data: Dataset, epochs: int, lr: float, confi
             loss.backward()
             if monitor is not None:
                 monitor.after_backward()
+            if wage is not None:
+                wage.after_backward()  # G: weight gradients quantized
             optimizer.step()
             total += float(loss.detach()) * len(batch)
         schedule.step()
@@ -213,10 +218,17 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
         history.append({"phase": "calibrate_formats", "layers": formats})
     best = BestState(model, data)
     blend = PotBlend(model, config.quant_epochs) if isinstance(profile.weights, PowerOfTwo) else None
+    wage = None
+    if TRAINING.get(profile.name) == "wageubn":
+        from cqtf.train.wageubn import Wageubn
+
+        wage = Wageubn(model, seed=config.seed)
     _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress, monitor,
-            warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score)
+            warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score, wage=wage)
     if blend:
         history.append(blend.finish())
+    if wage is not None:
+        wage.remove()
     history.append(best.restore())
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)

@@ -1,0 +1,152 @@
+"""WAGEUBN training (Yang et al., Neural Networks 125, 2020) as an option of the cqtf trainer.
+
+The forward pass stays the device's exact fixed-point arithmetic (A: activations are already the
+device's 8-bit integers). On top, the backward pass and the update are quantized as in the paper:
+
+  W  weights 8-bit on the device (the profile); the trained copy is kept on a 24-bit grid
+  G  weight gradients: divided by the power of two nearest max|g| (shift normalization), scaled by
+     2^(k-1), stochastically rounded to k = 8 bits, clipped, scaled back
+  E  errors (gradients w.r.t. activations between layers): 8-bit after the same power-of-two
+     normalization, round to nearest (ErrorQuant, an identity in the forward pass)
+  U  updates: lr * momentum buffer, with lr a power of two
+  M  momentum SGD: momentum a power of two (1/2), buffer quantized to 13 bits
+  BN 16-bit mean/std: hook `quantize_bn_statistics` for when batch-norm layers exist (not yet in cqtf)
+
+As in the authors' code, the first conv and the last dense layer keep full-precision gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cqtf.train.model import QuantSequential
+
+
+@dataclass(frozen=True)
+class WageConfig:
+    weight_bits: int = 24  # the trained weight copy
+    gradient_bits: int = 8  # G
+    error_bits: int = 8  # E
+    momentum_bits: int = 13  # the momentum buffer
+    bn_bits: int = 16  # BN mean / std (hook only)
+    momentum: float = 0.5  # a power of two
+    lr: float = 2.0 ** -6  # a power of two
+    full_precision_ends: bool = True  # first conv and last dense keep float gradients
+
+
+def shift_scale(x: torch.Tensor) -> torch.Tensor:
+    """The power of two nearest max|x| (in log2), 1 for an all-zero tensor."""
+    m = x.detach().abs().max()
+    if m == 0 or not torch.isfinite(m):
+        return torch.tensor(1.0, dtype=x.dtype)
+    return torch.pow(torch.tensor(2.0, dtype=x.dtype), torch.round(torch.log2(m)))
+
+
+def direct_quantize(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Q(x, k) = round(x * 2^(k-1)) / 2^(k-1), saturated to +-(1 - 2^-(k-1))."""
+    step = 2.0 ** (k - 1)
+    return torch.clamp(torch.round(x * step), -(step - 1), step - 1) / step
+
+
+def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """floor(x) + 1 with probability frac(x): unbiased, E[stochastic_round(x)] = x."""
+    low = torch.floor(x)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+    return low + (u < (x - low)).to(x.dtype)
+
+
+def quantize_shifted(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Shift quantization: normalize by the nearest power of two of max|x|, Q(., k), scale back."""
+    s = shift_scale(x)
+    return direct_quantize(x / s, k) * s
+
+
+def quantize_gradient(g: torch.Tensor, k: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """G: power-of-two normalization, constant scaling by 2^(k-1), stochastic rounding to k bits."""
+    s = shift_scale(g)
+    step = 2.0 ** (k - 1)
+    q = torch.clamp(stochastic_round(g / s * step, generator), -(step - 1), step - 1)
+    return q / step * s
+
+
+def quantize_error(e: torch.Tensor, k: int = 8) -> torch.Tensor:
+    """E: k bits after power-of-two normalization."""
+    return quantize_shifted(e, k)
+
+
+def quantize_bn_statistics(mean: torch.Tensor, std: torch.Tensor, k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN: mean and std on k-bit shift-quantized grids. Hook for batch-norm layers (BN folding is being
+    added separately); nothing in cqtf calls it yet."""
+    return quantize_shifted(mean, k), quantize_shifted(std, k)
+
+
+class ErrorQuant(torch.autograd.Function):
+    """Identity forward (the device-exact value passes unchanged); backward quantizes the error."""
+
+    @staticmethod
+    def forward(ctx, x, bits):
+        ctx.bits = bits
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return quantize_error(grad, ctx.bits), None
+
+
+class WageMomentum(torch.optim.Optimizer):
+    """Momentum SGD with a quantized buffer, a power-of-two momentum and learning rate, and weights
+    kept on a 24-bit grid (shift-quantized per tensor)."""
+
+    def __init__(self, params, config: WageConfig = WageConfig()):
+        for v, what in ((config.momentum, "momentum"), (config.lr, "lr")):
+            if v <= 0 or 2.0 ** round(torch.log2(torch.tensor(v)).item()) != v:
+                raise ValueError(f"WAGEUBN {what} must be a power of two, got {v}")
+        super().__init__(params, {"lr": config.lr, "momentum": config.momentum})
+        self.config = config
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                buf = state.get("momentum")
+                buf = p.grad.clone() if buf is None else buf.mul_(group["momentum"]).add_(p.grad)
+                buf.copy_(quantize_shifted(buf, self.config.momentum_bits))
+                state["momentum"] = buf
+                p.add_(buf, alpha=-group["lr"])  # U
+                p.copy_(quantize_shifted(p, self.config.weight_bits))  # W kept at 24 bits
+        return None
+
+
+class Wageubn:
+    """Attach WAGEUBN to a QuantSequential: error quantization between layers (forward hooks), the
+    gradient quantizer (call after backward) and the optimizer."""
+
+    def __init__(self, model: QuantSequential, config: WageConfig = WageConfig(), seed: int = 0):
+        self.model, self.config = model, config
+        self.generator = torch.Generator().manual_seed(seed)
+        layers = model.quant_layers()
+        ends = {id(layers[0]), id(layers[-1])} if config.full_precision_ends else set()
+        self.quantized_grads = [l.inner.weight for l in layers if id(l) not in ends]
+        self.handles = [layer.register_forward_hook(self._error_hook) for layer in layers[:-1]]
+
+    def _error_hook(self, module, inputs, output):
+        if not module.training or not output.value.requires_grad:
+            return None
+        return output._replace(value=ErrorQuant.apply(output.value, self.config.error_bits))
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        for w in self.quantized_grads:
+            if w.grad is not None:
+                w.grad.copy_(quantize_gradient(w.grad, self.config.gradient_bits, self.generator))
+
+    def optimizer(self, params) -> WageMomentum:
+        return WageMomentum(params, self.config)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()

@@ -1,0 +1,114 @@
+"""WAGEUBN quantizers and optimizer (cqtf.train.wageubn): grids, power-of-two scales, unbiased rounding,
+and a training step that keeps the forward pass device-exact."""
+import numpy as np
+import torch
+
+from cqtf import reference
+from cqtf.profile import FIRMWARE_PROFILES, PRESETS, TRAINING, firmware_constants
+from cqtf.train.export import export
+from cqtf.train.model import logits_int8
+from cqtf.train.wageubn import (ErrorQuant, WageConfig, WageMomentum, Wageubn, direct_quantize,
+                                quantize_error, quantize_gradient, quantize_shifted, shift_scale, stochastic_round)
+from random_models import random_inputs
+from test_profiles import fixed_network
+
+
+def _log2_is_int(v: float) -> bool:
+    return float(np.log2(v)).is_integer()
+
+
+def test_shift_scale_is_a_power_of_two_near_the_max():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        x = torch.randn(100, generator=g, dtype=torch.float64) * 10 ** torch.empty(1).uniform_(-6, 3, generator=g)
+        s = float(shift_scale(x))
+        assert _log2_is_int(s)
+        assert s / np.sqrt(2) <= float(x.abs().max()) <= s * np.sqrt(2) + 1e-12
+    assert float(shift_scale(torch.zeros(3))) == 1.0
+
+
+def test_direct_quantize_is_on_the_grid_and_saturates():
+    x = torch.linspace(-3, 3, 1001, dtype=torch.float64)
+    q = direct_quantize(x, 8)
+    assert torch.equal(q * 128, torch.round(q * 128))
+    assert float(q.abs().max()) == 1 - 2 ** -7
+    inside = x.abs() < 1 - 2 ** -7
+    assert float((q - x)[inside].abs().max()) <= 2 ** -8 + 1e-12
+
+
+def test_error_and_gradient_quantizers_use_eight_bits_of_a_power_of_two():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 8, 5, generator=g, dtype=torch.float64) * 1e-3
+    for q in (quantize_error(x), quantize_gradient(x, generator=g), quantize_shifted(x, 8)):
+        levels = q / shift_scale(x) * 128
+        assert torch.equal(levels, torch.round(levels)) and float(levels.abs().max()) <= 127
+    assert (quantize_error(x) - x).abs().max() <= float(shift_scale(x)) * 2 ** -8 * 1.001 + 1e-18
+
+
+def test_stochastic_rounding_is_unbiased():
+    g = torch.Generator().manual_seed(2)
+    x = torch.tensor([0.1, 0.5, -0.3, 2.75, -7.9], dtype=torch.float64)
+    samples = torch.stack([stochastic_round(x, g) for _ in range(20000)])
+    assert torch.equal(samples, torch.round(samples))
+    assert ((samples - torch.floor(x)).abs() <= 1).all()
+    assert torch.allclose(samples.mean(0), x, atol=0.02)
+    grad = torch.full((20000,), 0.3 / 128, dtype=torch.float64)
+    grad[0] = 1.0  # sets the scale: levels 0.3 apart from the grid
+    assert abs(float(quantize_gradient(grad, generator=g)[1:].mean()) - 0.3 / 128) < 0.02 / 128
+
+
+def test_error_quant_is_identity_forward_and_quantizes_backward():
+    x = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
+    y = ErrorQuant.apply(x, 8)
+    assert torch.equal(y, x)
+    upstream = torch.randn(6, 7, dtype=torch.float64)
+    y.backward(upstream)
+    assert torch.equal(x.grad, quantize_error(upstream))
+
+
+def test_momentum_optimizer_quantizes_buffer_and_weights():
+    w = torch.nn.Parameter(torch.randn(20, dtype=torch.float64))
+    opt = WageMomentum([w], WageConfig(lr=2.0 ** -4, momentum=0.5))
+    for _ in range(3):
+        w.grad = torch.randn(20, dtype=torch.float64)
+        opt.step()
+        buf = opt.state[w]["momentum"]
+        levels = buf / shift_scale(buf) * 2 ** 12
+        assert torch.equal(levels, torch.round(levels))
+        wl = w.detach() / shift_scale(w) * 2 ** 23
+        assert torch.equal(wl, torch.round(wl))
+    try:
+        WageMomentum([w], WageConfig(momentum=0.9))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a momentum that is not a power of two must be refused")
+
+
+def test_wageubn8_is_a_firmware_profile_with_fixed8_arithmetic():
+    assert list(PRESETS)[-1] == "wageubn8" and "wageubn8" in FIRMWARE_PROFILES
+    assert TRAINING["wageubn8"] == "wageubn"
+    wage, fixed = PRESETS["wageubn8"].to_dict(), PRESETS["fixed8"].to_dict()
+    assert {**wage, "name": "fixed8"} == fixed
+    assert firmware_constants(PRESETS["wageubn8"]) == firmware_constants(PRESETS["fixed8"])
+
+
+def test_wageubn_step_keeps_the_forward_exact_and_quantizes_gradients():
+    network = fixed_network(7, PRESETS["wageubn8"], weight_scale=4.0)
+    # a middle layer so that one gradient is quantized (the ends keep full precision)
+    wage = Wageubn(network, WageConfig(full_precision_ends=False))
+    optimizer = wage.optimizer(network.parameters())
+    x = random_inputs(8, 32, (9, 7, 2))
+    y = torch.from_numpy(np.arange(32) % 5)
+    for _ in range(3):
+        network.train()
+        loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(x)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        wage.after_backward()
+        for w in wage.quantized_grads:
+            levels = w.grad / shift_scale(w.grad) * 128
+            assert torch.equal(levels, torch.round(levels)) and w.grad.abs().sum() > 0
+        optimizer.step()
+        assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
+    wage.remove()
