@@ -74,6 +74,20 @@ def _fc(rng, in_shape, out_c, shift=(-12, -8), input_offset=None, relu=False):
         shift=rng.integers(shift[0], shift[1] + 1, out_c).astype(np.int32))
 
 
+def _depthwise(rng, in_shape, kernel, stride=(1, 1), pad=(0, 0), relu=False, shift=(-8, -5)):
+    h, w, c = in_shape
+    (kh, kw), (sh, sw), (pt, pl) = kernel, stride, pad
+    out_shape = ((h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1, c)
+    zp_out = int(rng.integers(-40, 40))
+    return IntLayer(
+        kind="depthwise_conv2d", in_shape=in_shape, out_shape=out_shape, kernel=kernel, stride=stride, pad=pad,
+        input_offset=int(rng.integers(-127, 129)), output_offset=zp_out, act_min=zp_out if relu else -128,
+        act_max=127, weights=rng.integers(-127, 128, (1, kh, kw, c)).astype(np.int8),
+        bias=rng.integers(-4000, 4000, c).astype(np.int32),
+        multiplier=rng.integers(1 << 30, 1 << 31, c).astype(np.int32),
+        shift=rng.integers(shift[0], shift[1] + 1, c).astype(np.int32))
+
+
 def _model(name: str, layers: list[IntLayer]) -> IntModel:
     return IntModel(name=name, profile="int8", input_shape=tuple(layers[0].in_shape), input_scale=1.0,
                     input_zero_point=0, output_scale=1.0, output_zero_point=0,
@@ -109,6 +123,9 @@ def build_cases() -> list[IntModel]:
     conv2 = _conv(rng, pool.out_shape, 6, (3, 3), pad=(1, 1), relu=True, input_offset=-conv1.output_offset)
     dense = _fc(rng, conv2.out_shape, 10, input_offset=-conv2.output_offset)
     cases.append(_model("network_conv_pool_conv_dense", [conv1, pool, conv2, dense]))
+    # Appended last so that the cases above keep their random draws.
+    cases.append(_model("depthwise3x3_stride2_pad", [_depthwise(rng, (7, 6, 5), (3, 3), (2, 2), (1, 1),
+                                                                relu=True)]))
     return cases
 
 
