@@ -148,3 +148,74 @@ def requantize_single(acc, multiplier, shift, mode) -> np.ndarray:
     """int8 single rounding: round(acc * multiplier / 2^(31 - shift)) once (|acc * M| < 2^62 in int64)."""
     acc = np.asarray(acc, dtype=np.int64)
     return round_shift(acc * np.asarray(multiplier, dtype=np.int64), 31 - np.asarray(shift, dtype=np.int64), mode)
+
+
+# ---- Average pooling and elementwise add (C twins: kernels/cqtf_avgpool2d.c, cqtf_add.c) ----
+
+def round_div(x, d, mode) -> np.ndarray:
+    """x / d for d > 0, rounded by `mode` (a cqtf.profile.Rounding or its value). Elementwise int64."""
+    mode = getattr(mode, "value", mode)
+    x = np.asarray(x, dtype=np.int64)
+    d = np.asarray(d, dtype=np.int64)
+    floor = x // d
+    rem = x - floor * d  # in [0, d)
+    if mode == "floor":
+        return floor
+    if mode == "ceil":
+        return floor + (rem > 0)
+    twice = 2 * rem
+    if mode == "half_up":
+        up = twice >= d
+    elif mode == "half_away":
+        up = (twice > d) | ((twice == d) & (x >= 0))
+    elif mode == "half_even":
+        up = (twice > d) | ((twice == d) & ((floor & 1) == 1))
+    else:
+        raise ValueError(f"unknown rounding mode {mode}")
+    return floor + up
+
+
+def tflm_average(total: int, count: int) -> int:
+    """TFLite Micro's int8 average-pool rounding, transcribed (C division truncates toward zero):
+    total > 0 ? (total + count / 2) / count : (total - count / 2) / count. The oracle of round_div's
+    half_away mode in tests."""
+    def c_div(a: int, b: int) -> int:
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b > 0) else -q
+
+    return c_div(total + count // 2, count) if total > 0 else c_div(total - count // 2, count)
+
+
+ADD_LEFT_SHIFT = 20  # TFLM's int8 ADD: inputs are scaled up by 2^20 before rescaling to a common scale
+
+
+def add_multipliers(scale_a: float, scale_b: float, scale_out: float) -> tuple[list[int], list[int]]:
+    """TFLM's int8 ADD parameters (PrepareGeneralAdd) from float32 scales: ([m_a, m_b, m_out], [s_a, s_b, s_out])."""
+    twice_max = 2.0 * max(float(np.float32(scale_a)), float(np.float32(scale_b)))
+    reals = (float(np.float32(scale_a)) / twice_max, float(np.float32(scale_b)) / twice_max,
+             twice_max / ((1 << ADD_LEFT_SHIFT) * float(np.float32(scale_out))))
+    pairs = [quantize_multiplier(r) for r in reals]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+def add_int8(a, b, offsets: tuple[int, int], multiplier, shift, output_offset: int, act_min: int, act_max: int,
+             single_rounding=None) -> np.ndarray:
+    """int8 affine ADD as TFLM computes it (reference_integer_ops::Add): each input (q + offset) * 2^20
+    rescaled by its multiplier, the sum rescaled to the output; double rounding, or with
+    single_rounding (a rounding mode) each rescale rounded once as requantize_single does."""
+    def rescale(x, k):
+        if single_rounding is None:
+            return requantize(x, multiplier[k], shift[k])
+        return requantize_single(x, multiplier[k], shift[k], single_rounding)
+
+    sa = rescale((np.asarray(a, np.int64) + offsets[0]) << ADD_LEFT_SHIFT, 0)
+    sb = rescale((np.asarray(b, np.int64) + offsets[1]) << ADD_LEFT_SHIFT, 1)
+    out = rescale(sa + sb, 2) + output_offset
+    return np.clip(out, act_min, act_max)
+
+
+def add_fixed(a, b, shift, rounding, act_min: int, act_max: int) -> np.ndarray:
+    """Fixed-point ADD: a << shift[0] plus b << shift[1] (both to the finer input format, exact in
+    int32), then round_shift(sum, -shift[2], rounding) to the output format, clamped."""
+    total = (np.asarray(a, np.int64) << int(shift[0])) + (np.asarray(b, np.int64) << int(shift[1]))
+    return np.clip(round_shift(total, -int(shift[2]), rounding), act_min, act_max)

@@ -16,7 +16,7 @@ import numpy as np
 from cqtf.errors import DataError
 
 FORMAT_VERSION = 2  # == CQTF_FORMAT_VERSION in firmware/src/cqtf_types.h
-LAYER_KINDS = ("conv2d", "maxpool2d", "fully_connected", "depthwise_conv2d")
+LAYER_KINDS = ("conv2d", "maxpool2d", "fully_connected", "depthwise_conv2d", "avgpool2d", "add")
 _ARRAYS = {"weights": np.int8, "bias": np.int32, "multiplier": np.int32, "shift": np.int32}
 
 
@@ -38,6 +38,16 @@ class IntLayer:
     shift: np.ndarray | None = None  # (O,) > 0 is a left shift (fixed point: acc frac - out frac = -shift)
     acc_shift: int = 0  # fixed point: product fraction bits - accumulator fraction bits (block rounding)
     scales: dict = field(default_factory=dict)  # float32 input/weight/output scales, for reports
+    # Graph edges: the tensors the layer reads, 0 = the model input, i + 1 = layer i's output; None =
+    # (index,), the previous layer's output. add reads two, of the same shape (in_shape).
+    inputs: tuple[int, ...] | None = None
+    input_b_offset: int = 0  # add: minus the second input's zero point (input_offset is the first's)
+    # add: multiplier (3,) Q31 and shift (3,) rescale input 0, input 1 and the sum (TFLM ADD); fixed
+    # point: shift (3,) = left shifts of input 0 and 1 to a common format, then the sum's shift.
+
+
+# Fields added after format 2: they enter the hash only when set, so older models keep their hash.
+_OPTIONAL_FIELDS = {"inputs": None, "input_b_offset": 0}
 
 
 @dataclass
@@ -74,6 +84,11 @@ class IntModel:
     def output_size(self) -> int:
         return int(np.prod(self.layers[-1].out_shape))
 
+    def layer_inputs(self, index: int) -> tuple[int, ...]:
+        """The tensors layer `index` reads (0 = the model input, i + 1 = layer i's output)."""
+        inputs = self.layers[index].inputs
+        return tuple(inputs) if inputs is not None else (index,)
+
     @property
     def tensor_max(self) -> int:
         return max([self.input_size] + [int(np.prod(layer.out_shape)) for layer in self.layers])
@@ -99,7 +114,7 @@ class IntModel:
             "input_scale": float(np.float32(self.input_scale)),
             "layers": [
                 {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(layer).items()
-                 if k not in _ARRAYS and k != "scales"}
+                 if k not in _ARRAYS and k != "scales" and not (k in _OPTIONAL_FIELDS and v == _OPTIONAL_FIELDS[k])}
                 for layer in self.layers
             ],
         }
@@ -135,6 +150,8 @@ class IntModel:
         for i, lm in enumerate(meta.pop("layers")):
             for key in ("in_shape", "out_shape", "kernel", "stride", "pad"):
                 lm[key] = tuple(lm[key])
+            if lm.get("inputs") is not None:
+                lm["inputs"] = tuple(lm["inputs"])
             for key, dtype in _ARRAYS.items():
                 lm[key] = arrays[f"l{i}_{key}"].astype(dtype) if f"l{i}_{key}" in arrays else None
             layers.append(IntLayer(**lm))

@@ -246,3 +246,14 @@ def firmware_constants(profile: Profile) -> dict[str, int]:
         "OUT_ROUNDING": ROUNDING_CODES[profile.requant.rounding],
         **weight_kind,
     }
+
+
+def average_rounding(profile: Profile) -> Rounding:
+    """How average pooling rounds its window mean: TFLM's half away from zero for the int8 profiles,
+    the profile's own output rounding for fixed point (C: kernels/cqtf_avgpool2d.c)."""
+    return profile.requant.rounding if profile.requant.kind == Requant.SHIFT else Rounding.HALF_AWAY
+
+
+def add_single_rounding(profile: Profile) -> Rounding | None:
+    """int8 ADD rescaling: None for TFLM's double rounding, else the single-rounding profile's mode."""
+    return profile.requant.rounding if profile.requant.kind == Requant.SINGLE else None

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from cqtf import reference_fixed
-from cqtf.fixedpoint import requantize, requantize_single
+from cqtf.fixedpoint import add_fixed, add_int8, requantize, requantize_single, round_div
 from cqtf.model_ir import IntLayer, IntModel
-from cqtf.profile import Profile, Requant
+from cqtf.profile import PRESETS, Profile, Requant, add_single_rounding, average_rounding
 
 
 def _padded(x: np.ndarray, layer: IntLayer, fill: int) -> np.ndarray:
@@ -82,20 +82,49 @@ def depthwise_conv2d(x: np.ndarray, layer: IntLayer, profile: Profile | None = N
     return _requantize_clamp(acc + layer.bias.astype(np.int64), layer, profile)
 
 
+def avgpool2d(x: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    """Mean of each window's in-range positions (padding is not counted), rounded as the profile's
+    device does (cqtf.profile.average_rounding), clamped. Output quantization = input quantization."""
+    total = np.zeros((x.shape[0],) + tuple(layer.out_shape), dtype=np.int64)
+    count = np.zeros((1,) + tuple(layer.out_shape), dtype=np.int64)
+    values = _padded(x.astype(np.int64), layer, fill=0)
+    inside = _padded(np.ones((1,) + x.shape[1:], dtype=np.int64), layer, fill=0)
+    for (_, _, window), (_, _, ones) in zip(_windows(values, layer), _windows(inside, layer)):
+        total += window
+        count += ones
+    mean = round_div(total, np.maximum(count, 1), average_rounding(profile or PRESETS["int8"]))
+    return np.clip(mean, layer.act_min, layer.act_max).astype(np.int8)
+
+
+def add(a: np.ndarray, b: np.ndarray, layer: IntLayer, profile: Profile | None = None) -> np.ndarray:
+    """Elementwise sum of two tensors of the same shape, each with its own quantization."""
+    profile = profile or PRESETS["int8"]
+    if profile.is_fixed:
+        out = add_fixed(a, b, layer.shift, profile.requant.rounding, layer.act_min, layer.act_max)
+    else:
+        out = add_int8(a, b, (layer.input_offset, layer.input_b_offset), layer.multiplier, layer.shift,
+                       layer.output_offset, layer.act_min, layer.act_max, add_single_rounding(profile))
+    return out.astype(np.int8)
+
+
 KERNELS = {"conv2d": conv2d, "maxpool2d": maxpool2d, "fully_connected": fully_connected,
-           "depthwise_conv2d": depthwise_conv2d}
+           "depthwise_conv2d": depthwise_conv2d, "avgpool2d": avgpool2d}
 
 
 def run_layers(model: IntModel, x: np.ndarray) -> list[np.ndarray]:
     """Every layer's int8 output for a batch x of shape (N, H, W, C) int8."""
     if x.ndim == 3:
         x = x[None]
-    outputs = []
+    tensors = [x]  # 0: the model input, i + 1: layer i's output
     profile = model.arithmetic_profile
-    for layer in model.layers:
-        x = KERNELS[layer.kind](x, layer, profile)
-        outputs.append(x)
-    return outputs
+    for i, layer in enumerate(model.layers):
+        inputs = [tensors[t] for t in model.layer_inputs(i)]
+        if layer.kind == "add":
+            out = add(inputs[0], inputs[1], layer, profile)
+        else:
+            out = KERNELS[layer.kind](inputs[0], layer, profile)
+        tensors.append(out)
+    return tensors[1:]
 
 
 def run(model: IntModel, x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cqtf.errors import DataError
-from cqtf.fixedpoint import INT32_MAX, quantize_multiplier
+from cqtf.fixedpoint import INT32_MAX, add_multipliers, quantize_multiplier
 from cqtf.model_ir import IntLayer, IntModel
 
 TFLITE_NAME = "model.tflite"
@@ -134,8 +134,32 @@ class _Graph:
         self.operators.append(o)
 
 
+def _add(fb, g: _Graph, i: int, layer: IntLayer, a: tuple, b: tuple) -> tuple:
+    """An ADD of the tensors a and b, each (TFLite tensor, scale, zero point): TFLM derives its
+    multipliers from the three scales, which must give the layer's own."""
+    (ta, scale_a, zp_a), (tb, scale_b, zp_b) = a, b
+    if layer.input_b_offset != -zp_b:
+        raise ExportError(f"layer {i} (add) takes second input offset {layer.input_b_offset}, its input's "
+                          f"zero point is {zp_b}")
+    if _f32(layer.scales.get("input_b", 0.0), f"layer {i} second input scale") != scale_b:
+        raise ExportError(f"layer {i} (add) rescales its second input, which TFLite cannot",
+                          "residual adds export to TFLite only without power-of-two gains (int8 profiles)")
+    out_scale = _f32(layer.scales.get("output", 0.0), f"layer {i} output scale")
+    multiplier, shift = add_multipliers(scale_a, scale_b, out_scale)
+    if list(layer.multiplier) != multiplier or list(layer.shift) != shift:
+        raise ExportError(f"layer {i} (add): TFLM would derive multipliers {multiplier} shifts {shift} from the "
+                          f"scales, the layer has {list(layer.multiplier)} {list(layer.shift)}")
+    zero_point = int(layer.output_offset)
+    out = g.tensor(f"l{i}_add", (1, *layer.out_shape), fb.TensorType.INT8, [out_scale], [zero_point])
+    opts = fb.AddOptionsT()
+    opts.fusedActivationFunction = _activation(fb, i, layer, zero_point)
+    g.op(fb.BuiltinOperator.ADD, [ta, tb], [out], fb.BuiltinOptions.AddOptions, opts)
+    return out, out_scale, zero_point
+
+
 def export_tflite(model: IntModel) -> bytes:
-    """The model as .tflite bytes (CONV_2D, MAX_POOL_2D, FULLY_CONNECTED); ExportError if TFLM could
+    """The model as .tflite bytes (CONV_2D, DEPTHWISE_CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D, ADD,
+    FULLY_CONNECTED); ExportError if TFLM could
     not reproduce its integers (other multipliers, unrepresentable padding or clamp)."""
     fb = schema()
     import flatbuffers
@@ -146,22 +170,27 @@ def export_tflite(model: IntModel) -> bytes:
     i8, i32 = fb.TensorType.INT8, fb.TensorType.INT32
     scale = float(np.float32(model.input_scale))  # the model hash holds it as float32 too
     zero_point = int(model.input_zero_point)
-    current = g.tensor("input", (1, *model.input_shape), i8, [scale], [zero_point])
-    for i, layer in enumerate(model.layers):
+    produced = [(g.tensor("input", (1, *model.input_shape), i8, [scale], [zero_point]), scale, zero_point)]
+    for i, layer in enumerate(model.layers):  # produced[t]: (TFLite tensor, scale, zero point) of cqtf tensor t
+        current, scale, zero_point = produced[model.layer_inputs(i)[0]]
         if layer.input_offset != -zero_point:
             raise ExportError(f"layer {i} ({layer.kind}) takes input offset {layer.input_offset}, its input's "
                               f"zero point is {zero_point}")
-        if layer.kind == "maxpool2d":
+        if layer.kind in ("maxpool2d", "avgpool2d"):
             if layer.output_offset != zero_point:
-                raise ExportError(f"layer {i} (maxpool2d) changes the zero point, which TFLite cannot")
-            out = g.tensor(f"l{i}_maxpool", (1, *layer.out_shape), i8, [scale], [zero_point])
+                raise ExportError(f"layer {i} ({layer.kind}) changes the zero point, which TFLite cannot")
+            out = g.tensor(f"l{i}_{layer.kind}", (1, *layer.out_shape), i8, [scale], [zero_point])
             opts = fb.Pool2DOptionsT()
             opts.padding = _padding(fb, i, layer)
             opts.strideH, opts.strideW = layer.stride
             opts.filterHeight, opts.filterWidth = layer.kernel
             opts.fusedActivationFunction = _activation(fb, i, layer, zero_point)
-            g.op(fb.BuiltinOperator.MAX_POOL_2D, [current], [out], fb.BuiltinOptions.Pool2DOptions, opts)
-            current = out
+            code = fb.BuiltinOperator.MAX_POOL_2D if layer.kind == "maxpool2d" else fb.BuiltinOperator.AVERAGE_POOL_2D
+            g.op(code, [current], [out], fb.BuiltinOptions.Pool2DOptions, opts)
+            produced.append((out, scale, zero_point))
+            continue
+        if layer.kind == "add":
+            produced.append(_add(fb, g, i, layer, produced[model.layer_inputs(i)[0]], produced[model.layer_inputs(i)[1]]))
             continue
         if layer.kind not in ("conv2d", "fully_connected", "depthwise_conv2d"):
             raise ExportError(f"layer {i}: kind {layer.kind} has no TFLite export")
@@ -202,10 +231,10 @@ def export_tflite(model: IntModel) -> bytes:
             opts.fusedActivationFunction = _activation(fb, i, layer, zero_point)
             g.op(fb.BuiltinOperator.FULLY_CONNECTED, [current, w, b], [out],
                  fb.BuiltinOptions.FullyConnectedOptions, opts)
-        current = out
+        produced.append((out, scale, zero_point))
 
     sub = fb.SubGraphT()
-    sub.tensors, sub.operators, sub.inputs, sub.outputs = g.tensors, g.operators, [0], [current]
+    sub.tensors, sub.operators, sub.inputs, sub.outputs = g.tensors, g.operators, [0], [produced[-1][0]]
     sub.name = model.name
     root = fb.ModelT()
     root.version = 3
@@ -246,7 +275,7 @@ def layer_output_tensors(model: IntModel) -> list[int]:
     """Index of each layer's output tensor in the exported subgraph (for localizing a difference)."""
     indices, next_index = [], 1
     for layer in model.layers:
-        next_index += 0 if layer.kind == "maxpool2d" else 2  # weights and bias come first
+        next_index += 0 if layer.weights is None else 2  # weights and bias come first
         indices.append(next_index)
         next_index += 1
     return indices

@@ -71,3 +71,26 @@ def random_depthwise_network(seed: int, input_shape=(9, 7, 3), stride=1, padding
         for layer in network.quant_layers():
             layer.inner.weight.mul_(weight_scale)
     return calibrated_quantized(network, random_inputs(seed, 32, input_shape))
+
+
+def random_residual_network(seed: int, input_shape=(5, 5, 3), profile=None, gains=None,
+                            weight_scale=1.0) -> "QuantSequential":
+    """conv -> [save, conv, conv, add(+relu)] -> avgpool 3/2 pad 1 -> global average pool -> dense:
+    a randomly initialized residual network, calibrated on random inputs, in quantized mode. gains:
+    per-conv/linear power-of-two gains (QuantSequential.set_gains), to test their exactness."""
+    from cqtf.train.layers import QuantAdd, QuantAvgPool2d, QuantGlobalAvgPool, QuantSave
+
+    torch.manual_seed(seed)
+    c = input_shape[2]
+    fixed = profile is not None and profile.is_fixed
+    quant = InputQuant(np.float32(0.1), 0) if fixed else InputQuant(np.float32(0.05 + seed % 7 * 0.01), int(seed % 50) - 25)
+    layers = [QuantConv2d(c, 5, 3, padding=1, relu=True), QuantSave("skip"),
+              QuantConv2d(5, 5, 3, padding=1, relu=True), QuantConv2d(5, 5, 1), QuantAdd("skip", relu=bool(seed % 2)),
+              QuantAvgPool2d(3, 2, 1), QuantGlobalAvgPool(), QuantFlatten(), QuantLinear(5, 4)]
+    network = QuantSequential("random_res", layers, quant, profile)
+    with torch.no_grad():
+        for layer in network.quant_layers():
+            layer.inner.weight.mul_(weight_scale)
+    if gains is not None:
+        network.set_gains(gains)
+    return calibrated_quantized(network, random_inputs(seed, 32, input_shape))

@@ -27,7 +27,9 @@ typedef enum {
     CQTF_OP_CONV2D = 1,          /* weights [out_c][kernel_h][kernel_w][in_c], bias [out_c] */
     CQTF_OP_MAXPOOL2D = 2,       /* no weights; output quantization equals input quantization */
     CQTF_OP_FULLY_CONNECTED = 3, /* weights [out_c][in_h*in_w*in_c] (input flattened NHWC), bias [out_c] */
-    CQTF_OP_DEPTHWISE_CONV2D = 4 /* channel multiplier 1: weights [1][kernel_h][kernel_w][c], bias [c], out.c == in.c */
+    CQTF_OP_DEPTHWISE_CONV2D = 4, /* channel multiplier 1: weights [1][kernel_h][kernel_w][c], bias [c], out.c == in.c */
+    CQTF_OP_AVGPOOL2D = 5,       /* no weights; mean of the in-range positions; quantization unchanged */
+    CQTF_OP_ADD = 6              /* two inputs of shape `in` (input_at[0], input_at[1]), out == in */
 } cqtf_op_t;
 
 typedef struct {
@@ -105,6 +107,15 @@ typedef struct {
  *   acc = sat(acc + bias[oc], acc_bits)
  *   out = clamp(round_shift(acc, -shift[oc], out_rounding), act_min, act_max)
  * For MAXPOOL2D only act_min/act_max are used.
+ * AVGPOOL2D: out = clamp(round_div(sum of the window's in-range inputs, their count), act_min,
+ *   act_max), rounded half away from zero (TFLM) for the int8 profiles, by arith->out_rounding for
+ *   CQTF_REQUANT_SHIFT (host: cqtf.profile.average_rounding).
+ * ADD (inputs a = input_at[0], b = input_at[1]; multiplier[3], shift[3]):
+ *   int8 (TFLM's ADD): a' = requant((a + input_offset) * 2^20, multiplier[0], shift[0]), b' likewise
+ *   with input_b_offset and index 1, out = requant(a' + b', multiplier[2], shift[2]) + output_offset,
+ *   requant = TFLM double rounding, or with CQTF_REQUANT_SINGLE one rounding by out_rounding;
+ *   fixed point (multiplier NULL, offsets 0): s = (a << shift[0]) + (b << shift[1]),
+ *   out = round_shift(s, -shift[2], out_rounding); then clamp(out, act_min, act_max).
  */
 typedef struct {
     int32_t input_offset;      /* minus the input zero point, in [-127, 128] */
@@ -115,6 +126,7 @@ typedef struct {
     const int32_t *shift;      /* [out_c], in [-31, 30] */
     int32_t acc_shift;         /* REQUANT_SHIFT: product frac bits - accumulator frac bits, [-31, 31] */
     const cqtf_arith_t *arith; /* the model's arithmetic; NULL = CQTF_REQUANT_TFLM_DOUBLE */
+    int32_t input_b_offset;    /* ADD: minus the second input's zero point (a header may omit it: 0) */
 } cqtf_quant_t;
 
 /* Arena offsets with a meaning of their own (cqtf_layer_t.input_at). */

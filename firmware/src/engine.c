@@ -86,6 +86,20 @@ static cqtf_status_t op_depthwise_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer
     return cqtf_depthwise_conv2d_s8(layer, inputs[0], output);
 }
 
+static cqtf_status_t op_avgpool2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                  const int8_t *const *inputs, int8_t *output)
+{
+    (void)ctx;
+    return cqtf_avgpool2d(layer, inputs[0], output);
+}
+
+static cqtf_status_t op_add(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer, const int8_t *const *inputs,
+                            int8_t *output)
+{
+    (void)ctx;
+    return cqtf_add(layer, inputs[0], inputs[1], output);
+}
+
 static const struct {
     uint8_t op;
     uint8_t num_inputs;
@@ -95,6 +109,8 @@ static const struct {
     {CQTF_OP_MAXPOOL2D, 1u, op_maxpool2d},
     {CQTF_OP_FULLY_CONNECTED, 1u, op_fully_connected},
     {CQTF_OP_DEPTHWISE_CONV2D, 1u, op_depthwise_conv2d},
+    {CQTF_OP_AVGPOOL2D, 1u, op_avgpool2d},
+    {CQTF_OP_ADD, 2u, op_add},
 };
 
 /* 1 when [at, at + size) lies inside the model's arena (which lies inside engine_arena). */

@@ -12,7 +12,7 @@ from cqtf.profile import PowerOfTwo, firmware_constants
 
 HEADER_NAME = "cqtf_model.h"
 _OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED",
-        "depthwise_conv2d": "CQTF_OP_DEPTHWISE_CONV2D"}
+        "depthwise_conv2d": "CQTF_OP_DEPTHWISE_CONV2D", "avgpool2d": "CQTF_OP_AVGPOOL2D", "add": "CQTF_OP_ADD"}
 _C_TYPES = {"weights": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
 
 
@@ -78,7 +78,7 @@ def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots, pot4: bool = F
         f"        {_shape(layer.in_shape)}, {_shape(layer.out_shape)},\n"
         f"        {ref('weights')}, {ref('bias')},\n"
         f"        {{ {layer.input_offset}, {layer.output_offset}, {layer.act_min}, {layer.act_max}, "
-        f"{ref('multiplier')}, {ref('shift')}, {layer.acc_shift}, &cqtf_model_arith }},\n"
+        f"{ref('multiplier')}, {ref('shift')}, {layer.acc_shift}, &cqtf_model_arith, {layer.input_b_offset} }},\n"
         f"        {{{', '.join(_hex(at) for at in slots.input_at)}}}, {slots.output_at}u, "
         f"{slots.scratch_at}u, {slots.scratch_size}u /* plan: inputs, output, scratch, scratch size */\n"
         f"    }}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from cqtf.model_ir import IntLayer, IntModel
-from cqtf.train.layers import QParams, QuantConv2d, QuantDepthwiseConv2d, QuantFlatten, QuantLinear, QuantMaxPool2d
+from cqtf.train.layers import (QParams, QuantAdd, QuantAvgPool2d, QuantConv2d, QuantDepthwiseConv2d, QuantFlatten,
+                               QuantGlobalAvgPool, QuantLinear, QuantMaxPool2d, QuantSave)
 from cqtf.train.model import QuantSequential
 
 
@@ -46,8 +47,29 @@ def export(model: QuantSequential, input_shape, num_classes: int, profile: str |
     qp = model.input_qparams
     flattened_from = None  # the (H, W, C) shape a QuantFlatten flattened in NCHW order
     layers: list[IntLayer] = []
+    saved: dict[str, tuple[int, tuple, QParams]] = {}  # QuantSave tag -> (tensor index, shape, quantization)
     for layer in model.layers:
-        if isinstance(layer, QuantConv2d):
+        if isinstance(layer, QuantSave):
+            saved[layer.tag] = (len(layers), shape, qp)  # tensor 0 = the model input, i + 1 = layer i's output
+        elif isinstance(layer, QuantAdd):
+            tensor, skip_shape, skip_qp = saved[layer.tag]
+            if tuple(skip_shape) != tuple(shape):
+                raise ValueError(f"residual add '{layer.tag}' adds shapes {skip_shape} and {shape}")
+            p = layer.add_params(qp, skip_qp)
+            out_qp = p.pop("out_qparams")
+            layers.append(IntLayer("add", shape, shape, inputs=(len(layers), tensor), **p))
+            qp = out_qp
+        elif isinstance(layer, QuantAvgPool2d):
+            if isinstance(layer, QuantGlobalAvgPool):
+                (kh, kw), (sh, sw), (ph, pw) = shape[:2], shape[:2], (0, 0)
+            else:
+                (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+            out = (_conv_out(shape[0], kh, sh, ph), _conv_out(shape[1], kw, sw, pw), shape[2])
+            layers.append(IntLayer("avgpool2d", shape, out, (kh, kw), (sh, sw), (ph, pw),
+                                   input_offset=-qp.zero_point, output_offset=qp.zero_point,
+                                   scales={"input": float(qp.scale), "output": float(qp.scale)}))
+            shape = out
+        elif isinstance(layer, QuantConv2d):
             p, fields = _layer_fields(layer, qp)
             conv = layer.inner
             (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from cqtf.fixedpoint import effective_scale, quantize_multiplier, requantize, requantize_single, round_shift, saturate
+from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, effective_scale, quantize_multiplier, requantize,
+                             requantize_single, round_div, round_shift, saturate)
 from cqtf import pow2
-from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant
+from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -575,3 +576,149 @@ class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = False,
                  act: str | None = None, bn: bool = False):
         super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)
+
+
+class QuantAvgPool2d(nn.Module):
+    """Average pooling; padding positions are not counted. Quantized: the device's integer mean of the
+    window (cqtf.profile.average_rounding), output quantization = input quantization (as TFLite)."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0):
+        super().__init__()
+        self.kernel_size, self.padding = _pair(kernel_size), _pair(padding)
+        self.stride = _pair(stride) if stride is not None else self.kernel_size
+        self.quantized = False
+        self.profile: Profile = PRESETS["int8"]
+
+    def window(self, x: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        return self.kernel_size, self.stride, self.padding
+
+    def forward(self, x: QAct) -> QAct:
+        k, st, pad = self.window(x.value)
+        y = F.avg_pool2d(x.value, k, st, pad, count_include_pad=False)
+        if x.q is None:
+            return QAct(y, None, x.qparams)
+        # Sums of the in-range values (padding adds zeros) and the count of in-range positions, exact in float64.
+        total = F.avg_pool2d(x.q.double(), k, st, pad, count_include_pad=True, divisor_override=1)
+        count = F.avg_pool2d(torch.ones_like(x.q[:1, :1], dtype=torch.float64), k, st, pad,
+                             count_include_pad=True, divisor_override=1)
+        mean = round_div(total.round().long().numpy(), count.round().long().numpy(), average_rounding(self.profile))
+        q = torch.from_numpy(np.clip(mean, -128, 127))
+        exact = (q.float() - x.qparams.zero_point) * float(x.qparams.scale)
+        return QAct(y + (exact - y).detach(), q, x.qparams)
+
+
+class QuantAvgPool1d(QuantAvgPool2d):
+    """Average pooling along a sequence held as (N, C, 1, L)."""
+
+    def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
+        super().__init__((1, kernel_size), (1, stride or kernel_size), (0, padding))
+
+
+class QuantGlobalAvgPool(QuantAvgPool2d):
+    """Mean over all positions, (N, C, H, W) -> (N, C, 1, 1): on the device an avgpool2d whose window
+    is the whole input (TFLite AVERAGE_POOL_2D with filter H x W)."""
+
+    def __init__(self):
+        super().__init__(1)
+
+    def window(self, x):
+        return tuple(x.shape[2:]), tuple(x.shape[2:]), (0, 0)
+
+
+class QuantSave(nn.Module):
+    """Marks the activation a later QuantAdd with the same tag adds back (a residual connection)."""
+
+    quantized = False
+
+    def __init__(self, tag: str):
+        super().__init__()
+        self.tag = tag
+        self.act_gain_log2 = 0  # the power-of-two gain of the saved activation (QuantSequential.set_gains)
+
+    def forward(self, x: QAct) -> QAct:
+        return x
+
+
+class QuantAdd(nn.Module):
+    """Elementwise sum of the running activation and the one saved under `tag`, optionally ReLU.
+
+    int8: TFLM's ADD (both inputs to a common scale with 2^20 headroom, each rescaled by a Q31
+    multiplier, the sum rescaled to the output's observed range). Fixed point: both inputs shifted to
+    the finer format, the sum shifted to the output format (cqtf.fixedpoint.add_fixed). Power-of-two
+    gains (fixed-point format calibration) are exact: the skip input's scale absorbs 2^(gain difference)."""
+
+    def __init__(self, tag: str, relu: bool = False):
+        super().__init__()
+        self.tag, self.relu = tag, relu
+        self.quantized = False
+        self.profile: Profile = PRESETS["int8"]
+        self.observer = RangeObserver()
+        self.saturation_aware = True
+        self.out_frac: int | None = None  # fixed point: frozen by the trainer's format calibration
+        self.out_frac_drop = 0
+        self.act_gain_log2 = 0  # gain of the running (main-path) activation and of the output
+        self.skip_gain_log2 = 0  # gain of the saved activation
+
+    def _skip_factor(self) -> float:
+        return 2.0 ** (self.act_gain_log2 - self.skip_gain_log2)
+
+    def observed_out_frac(self) -> int:
+        o = self.observer
+        if not bool(o.initialized):
+            raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
+        return fitting_frac_bits(max(abs(float(o.lo)), abs(float(o.hi))), self.profile.activations.qmax) \
+            - self.out_frac_drop
+
+    def add_params(self, main_qp: QParams, skip_qp: QParams) -> dict:
+        """The device's parameters of this add: the single source for forward and export (IntLayer fields)."""
+        if self.profile.is_fixed:
+            afmt = self.profile.activations
+            e_main = frac_bits_of(main_qp)
+            e_skip = frac_bits_of(skip_qp) - (self.act_gain_log2 - self.skip_gain_log2)
+            finest = max(e_main, e_skip)
+            out_frac = afmt.frac_bits if afmt.frac_bits is not None else (
+                self.out_frac if self.out_frac is not None else self.observed_out_frac())
+            shift = np.array([finest - e_main, finest - e_skip, out_frac - finest], dtype=np.int32)
+            if shift[0] > 23 or shift[1] > 23 or abs(int(shift[2])) > 31:
+                raise ValueError(f"add of formats Q.{e_main} and Q.{e_skip} into Q.{out_frac} needs shifts "
+                                 f"{shift.tolist()}, beyond what the device's int32 sum holds")
+            out_qp = QParams(np.float32(2.0 ** -out_frac), 0)
+            return dict(input_offset=0, input_b_offset=0, output_offset=0, multiplier=None, shift=shift,
+                        act_min=0 if self.relu else -afmt.qmax, act_max=afmt.qmax, out_qparams=out_qp,
+                        scales={"input": float(main_qp.scale), "input_b": float(2.0 ** -e_skip),
+                                "output": float(out_qp.scale)})
+        out_qp = self.observer.qparams()
+        skip_scale = np.float32(float(skip_qp.scale) * self._skip_factor())
+        multiplier, shift = add_multipliers(main_qp.scale, skip_scale, out_qp.scale)
+        return dict(input_offset=-main_qp.zero_point, input_b_offset=-skip_qp.zero_point,
+                    output_offset=out_qp.zero_point, multiplier=np.array(multiplier, np.int32),
+                    shift=np.array(shift, np.int32), act_min=max(-128, out_qp.zero_point) if self.relu else -128,
+                    act_max=127, out_qparams=out_qp,
+                    scales={"input": float(main_qp.scale), "input_b": float(skip_scale), "output": float(out_qp.scale)})
+
+    def _integer_sum(self, main: QAct, skip: QAct, p: dict, lo: int, hi: int) -> np.ndarray:
+        a, b = main.q.numpy(), skip.q.numpy()
+        if self.profile.is_fixed:
+            return add_fixed(a, b, p["shift"], self.profile.requant.rounding, lo, hi)
+        return add_int8(a, b, (p["input_offset"], p["input_b_offset"]), p["multiplier"], p["shift"],
+                        p["output_offset"], lo, hi, add_single_rounding(self.profile))
+
+    def forward(self, main: QAct, skip: QAct) -> QAct:
+        y = main.value + skip.value * self._skip_factor()
+        y = F.relu(y) if self.relu else y
+        if self.training or self.observer.calibrating:
+            self.observer.observe(y)
+        if not self.quantized:
+            return QAct(y, None, None)
+        p = self.add_params(main.qparams, skip.qparams)
+        wide = self._integer_sum(main, skip, p, -(2**40), 2**40)  # unclamped, to see what saturates
+        q = np.clip(wide, p["act_min"], p["act_max"])
+        out_qp = p["out_qparams"]
+        exact = (torch.from_numpy(q).float() - out_qp.zero_point) * float(out_qp.scale)
+        high = torch.from_numpy(wide > p["act_max"])
+        low = torch.from_numpy((wide < p["act_min"]) & (not self.relu))
+        relu_zero = torch.from_numpy((wide < p["act_min"]) & self.relu)
+        inside = ~(high | low | relu_zero)
+        shadow = SaturatingSTE.apply(y, inside, high, low) if self.saturation_aware else y * inside.float()
+        return QAct(shadow + (exact - shadow).detach(), torch.from_numpy(q), out_qp)

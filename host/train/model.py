@@ -12,7 +12,7 @@ from cqtf.errors import DataError
 from cqtf.profile import PRESETS, Profile
 from cqtf.train.layers import (QAct, QParams, QuantConv1d, QuantConv2d, QuantFlatten, QuantLayer, QuantLinear,
                                QuantMaxPool1d, QuantMaxPool2d)
-from cqtf.train.layers import QuantDepthwiseConv2d
+from cqtf.train.layers import QuantAdd, QuantDepthwiseConv2d, QuantGlobalAvgPool, QuantSave
 
 
 def input_frac_bits(profile: Profile) -> int:
@@ -68,11 +68,18 @@ class QuantSequential(nn.Module):
             self.float_input_gain = 1.0
 
     def set_gains(self, gains: list[int]) -> None:
-        """Per-layer power-of-two weight gains (one per conv/linear layer) and the cumulative bias gains."""
-        total = 0
-        for layer, gain in zip(self.quant_layers(), gains):
-            total += gain
-            layer.gain_log2, layer.act_gain_log2 = gain, total
+        """Per-layer power-of-two weight gains (one per conv/linear layer) and the cumulative bias gains.
+        A residual add takes the gain of its running input; the saved input's scale absorbs the difference."""
+        total, gains, saved = 0, iter(gains), {}
+        for layer in self.layers:
+            if isinstance(layer, QuantLayer):
+                gain = next(gains, 0)
+                total += gain
+                layer.gain_log2, layer.act_gain_log2 = gain, total
+            elif isinstance(layer, QuantSave):
+                layer.act_gain_log2 = saved[layer.tag] = total
+            elif isinstance(layer, QuantAdd):
+                layer.act_gain_log2, layer.skip_gain_log2 = total, saved[layer.tag]
 
     def quant_layers(self) -> list[QuantLayer]:
         return [layer for layer in self.layers if isinstance(layer, QuantLayer)]
@@ -80,6 +87,10 @@ class QuantSequential(nn.Module):
     def set_quantized(self, quantized: bool) -> None:
         for layer in self.layers:
             layer.quantized = quantized
+
+    def observed_layers(self) -> list[nn.Module]:
+        """Layers whose output range is observed (conv, linear, add)."""
+        return [layer for layer in self.layers if hasattr(layer, "observer")]
 
     def set_calibrating(self, calibrating: bool) -> None:
         for layer in self.layers:
@@ -101,8 +112,14 @@ class QuantSequential(nn.Module):
 
     def forward_act(self, x_int8: torch.Tensor) -> QAct:
         act = self.input_act(x_int8)
+        saved: dict[str, QAct] = {}
         for layer in self.layers:
-            act = layer(act)
+            if isinstance(layer, QuantSave):
+                saved[layer.tag] = act
+            elif isinstance(layer, QuantAdd):
+                act = layer(act, saved[layer.tag])
+            else:
+                act = layer(act)
         return act
 
     def forward(self, x_int8: torch.Tensor) -> torch.Tensor:
@@ -169,10 +186,38 @@ def ds_cnn(input_shape: tuple[int, int, int], num_classes: int, input_quant: Inp
     return QuantSequential("ds_cnn", layers, input_quant, profile)
 
 
+def _residual_block(tag: str, channels: int) -> list[nn.Module]:
+    """x -> relu(x + bn(conv3x3(relu(bn(conv3x3(x)))))), the basic block of a ResNet."""
+    return [QuantSave(tag),
+            QuantConv2d(channels, channels, 3, padding=1, relu=True, bn=True),
+            QuantConv2d(channels, channels, 3, padding=1, bn=True),
+            QuantAdd(tag, relu=True)]
+
+
+def resnet_small(input_shape: tuple[int, int, int], num_classes: int, input_quant: InputQuant,
+                 profile: Profile | None = None) -> QuantSequential:
+    """A small residual network for 8x8 images: conv3x3(16)+BN+ReLU, a basic residual block (16), max pool 2,
+    conv1x1(32)+BN+ReLU, a basic residual block (32), global average pool, dense. About 260 k MACs for 8x8x1."""
+    h, w, c = input_shape
+    if h % 2 or w % 2:
+        raise DataError(f"resnet_small needs even input height and width, got {h}x{w}", "pick another model")
+    layers = [
+        QuantConv2d(c, 16, 3, padding=1, relu=True, bn=True),
+        *_residual_block("block1", 16),
+        QuantMaxPool2d(2),
+        QuantConv2d(16, 32, 1, relu=True, bn=True),
+        *_residual_block("block2", 32),
+        QuantGlobalAvgPool(),
+        QuantFlatten(),
+        QuantLinear(32, num_classes),
+    ]
+    return QuantSequential("resnet_small", layers, input_quant, profile)
+
+
 ZOO: dict[str, Callable[..., QuantSequential]] = {"digits_cnn": digits_cnn, "mnist1d_cnn": mnist1d_cnn,
-                                                  "ds_cnn": ds_cnn}
+                                                  "ds_cnn": ds_cnn, "resnet_small": resnet_small}
 ZOO_DATASETS: dict[str, str] = {"digits_cnn": "digits", "mnist1d_cnn": "mnist1d",
-                                "ds_cnn": "digits"}  # what each model is made for
+                                "ds_cnn": "digits", "resnet_small": "digits"}  # what each model is made for
 
 
 def build_model(name: str, input_shape, num_classes: int, input_quant: InputQuant,

@@ -20,6 +20,7 @@ from cqtf.model_ir import IntModel
 from cqtf.profile import TRAINING, PowerOfTwo, Profile, get_profile
 from cqtf.train.export import export
 from cqtf.train.health import GradientMonitor
+from cqtf.train.layers import QuantAdd
 from cqtf.train.model import QuantSequential, build_model, logits_int8
 from cqtf.train.pot_blend import PotBlend
 from cqtf.train.selection import BestState
@@ -124,7 +125,7 @@ def _calibrate(model: QuantSequential, data: Dataset) -> None:
     quantized = model.quantized
     model.set_quantized(False)
     model.eval()
-    for layer in model.quant_layers():
+    for layer in model.observed_layers():
         layer.observer.initialized.fill_(False)
     model.set_calibrating(True)
     with torch.no_grad():
@@ -168,14 +169,17 @@ def _calibrate_formats(model: QuantSequential, data: Dataset, samples: int = 768
     x = torch.from_numpy(data.x_train[:samples])
     y = torch.from_numpy(data.y_train[:samples])
     layers = model.quant_layers()
+    adds = [layer for layer in model.layers if isinstance(layer, QuantAdd)]  # their output formats freeze too
     choice = [(0, 0, 0)] * len(layers)
 
     def apply(settings):
         model.set_gains([g for g, _, _ in settings])
         for layer, (_, dw, da) in zip(layers, settings):
             layer.weight_frac_drop, layer.out_frac_drop, layer.out_frac = dw, da, None
+        for add in adds:
+            add.out_frac = None
         _calibrate(model, data)
-        for layer in layers:
+        for layer in layers + adds:
             if layer.profile.activations.frac_bits is None:
                 layer.out_frac = layer.observed_out_frac()
 
@@ -202,7 +206,7 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
     profile = get_profile(config.profile)
     model = build_model(config.model, data.input_shape, data.num_classes, data.input_quant, profile)
     monitor = GradientMonitor(model.quant_layers())
-    for layer in model.quant_layers():
+    for layer in model.observed_layers():
         layer.saturation_aware = config.saturation_aware
 
     model.train_in_data_units()

@@ -45,6 +45,31 @@ static inline int64_t cqtf_round_shift(int64_t x, int32_t e, uint8_t mode)
     }
 }
 
+/* x / d rounded by `mode` (cqtf_rounding_t), d > 0. Twin: cqtf.fixedpoint.round_div. */
+static inline int32_t cqtf_round_div(int32_t x, int32_t d, uint8_t mode)
+{
+    int32_t q = x / d; /* C truncates toward zero: make it the floor */
+    int32_t r = x % d;
+
+    if (r < 0) {
+        q -= 1;
+        r += d;
+    }
+    switch (mode) {
+    case CQTF_ROUND_FLOOR:
+        return q;
+    case CQTF_ROUND_CEIL:
+        return q + ((r > 0) ? 1 : 0);
+    case CQTF_ROUND_HALF_AWAY:
+        return q + ((2 * r > d || (2 * r == d && x >= 0)) ? 1 : 0);
+    case CQTF_ROUND_HALF_EVEN:
+        return q + ((2 * r > d || (2 * r == d && (q & 1) != 0)) ? 1 : 0);
+    case CQTF_ROUND_HALF_UP:
+    default:
+        return q + ((2 * r >= d) ? 1 : 0);
+    }
+}
+
 /* Clamp to the signed range of `bits` bits (1 <= bits <= 32). Twin: cqtf.fixedpoint.saturate. */
 static inline int64_t cqtf_saturate(int64_t x, uint32_t bits)
 {

@@ -152,6 +152,16 @@ cqtf_status_t cqtf_fully_connected_pot4(const cqtf_layer_t *layer, const int8_t 
 cqtf_status_t cqtf_depthwise_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 cqtf_status_t cqtf_depthwise_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 
+/* AVGPOOL2D: mean of the in-range positions of each window (padding is not counted), rounded as
+ * cqtf_types.h says, clamped to act_min/act_max; out.c == in.c, every window overlaps the input.
+ * Portable, shared by every profile. Host twin: cqtf.reference.avgpool2d. */
+cqtf_status_t cqtf_avgpool2d(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+
+/* ADD: elementwise sum of two tensors of shape layer->in (int8 affine or fixed point, cqtf_types.h).
+ * output may not overlap either input. Host twin: cqtf.reference.add. */
+cqtf_status_t cqtf_add(const cqtf_layer_t *layer, const int8_t *input_a, const int8_t *input_b,
+                       int8_t *output);
+
 /* Shared geometry check of a depthwise layer: op, non-zero kernel and strides, non-empty tensors,
  * out.c == in.c and at most CQTF_MAX_PRODUCTS products per output. 1 when usable. */
 static inline int cqtf_depthwise_geometry_ok(const cqtf_layer_t *layer)
