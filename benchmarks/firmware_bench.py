@@ -48,7 +48,9 @@ def layer_macs(layer: IntLayer) -> int:
         return h * w * c * layer.kernel[0] * layer.kernel[1] * layer.in_shape[2]
     if layer.kind == "fully_connected":
         return c * int(np.prod(layer.in_shape))
-    return 0
+    if layer.kind == "depthwise_conv2d":
+        return h * w * c * layer.kernel[0] * layer.kernel[1]
+    return 0  # pooling and add: no multiply-accumulates
 
 
 def _scaled(rng, kind, in_shape, out_shape, kernel=(1, 1), pad=(0, 0), in_scale=0.05, out_scale=0.1,
@@ -82,20 +84,25 @@ def conv_bench_model() -> IntModel:
     return IntModel("conv_bench", "int8", (16, 16, 4), 0.05, 0, 0.2, 0, 10, [conv1, pool, conv2, fc])
 
 
-def prepare_models(work: Path) -> list[tuple[ModelDir, np.ndarray]]:
+ZOO_MODELS = ("digits_cnn", "ds_cnn", "resnet_small")  # int8, trained on digits
+
+
+def prepare_models(work: Path, zoo_models=ZOO_MODELS) -> list[tuple[ModelDir, np.ndarray]]:
     """(model directory with a packed header, a few input samples) per benchmarked model."""
-    digits = ModelDir(work / "digits_cnn")
-    if not digits.model.exists():
-        train_stage("digits", "digits_cnn", "int8", digits, (6, 3))  # numerics, not accuracy, matter here
-    pack_stage(digits)
-    x_digits = evaluation_split(digits.load_model(), "digits")[0][:REPEATS]
+    prepared = []
+    for name in zoo_models:
+        model_dir = ModelDir(work / name)
+        if not model_dir.model.exists():
+            train_stage("digits", name, "int8", model_dir, (6, 3))  # numerics, not accuracy, matter here
+        pack_stage(model_dir)
+        prepared.append((model_dir, evaluation_split(model_dir.load_model(), "digits")[0][:REPEATS]))
     bench = ModelDir(work / "conv_bench")
     bench.root.mkdir(parents=True, exist_ok=True)
     model = conv_bench_model()
     model.save(bench.model)
     write_header(model, bench.root)
     x_bench = np.random.default_rng(1).integers(-128, 128, (REPEATS, *model.input_shape)).astype(np.int8)
-    return [(digits, x_digits), (bench, x_bench)]
+    return prepared + [(bench, x_bench)]
 
 
 def _instructions(dut: Device, x: np.ndarray, board: str, layer: int) -> float:
@@ -173,10 +180,10 @@ def tflm_arena(model: IntModel, x: np.ndarray) -> dict:
             "nonpersistent": usage.get("head"), "persistent": usage.get("tail"), "version": oracle.version()}
 
 
-def run(boards: list[str], work: Path, log=print) -> dict:
+def run(boards: list[str], work: Path, log=print, zoo_models=ZOO_MODELS) -> dict:
     results = {"generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "repeats": REPEATS,
                "models": []}
-    for model_dir, x in prepare_models(work):
+    for model_dir, x in prepare_models(work, zoo_models):
         model = model_dir.load_model()
         macs = [layer_macs(layer) for layer in model.layers]
         entry = {"model": model.name, "macs": sum(macs), "layer_macs": macs,
@@ -216,14 +223,14 @@ def render_markdown(results: dict) -> str:
                      f"{tflm['persistent']}; measured on a 64-bit host, tflite-micro {tflm['version']})."
                      if "arena_size_min" in tflm else f"TFLM: {tflm['note']}"), "",
                   "| board | instr/inference opt | instr/MAC opt | portable | instr/MAC portable | portable / opt "
-                  "| conv layers instr/MAC opt (portable) | flash bytes | peak RAM bytes (static + stack used) "
+                  "| conv / depthwise layers instr/MAC opt (portable) | flash bytes | peak RAM bytes (static + stack used) "
                   "| RAM reserved (static + stack) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for board, row in entry["boards"].items():
             opt, port = row["optimized"], row["portable"]
             convs = [f"{v:.2f} ({p:.2f})" for v, p, kind in zip(opt["layer_instructions_per_mac"],
                                                                  port["layer_instructions_per_mac"], entry["layers"])
-                     if kind == "conv2d"]
+                     if kind in ("conv2d", "depthwise_conv2d")]
             lines.append(f"| {board} | {opt['instructions']} | {opt['instructions_per_mac']:.2f} | "
                          f"{port['instructions']} | {port['instructions_per_mac']:.2f} | "
                          f"{row['portable_over_optimized']:.2f} | {', '.join(convs)} | {opt['flash_bytes']} | "
@@ -243,10 +250,12 @@ def main(argv=None) -> int:
     parser.add_argument("--boards", nargs="+", default=sorted(BOARDS), choices=sorted(BOARDS))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="build directory (default: a temporary one)")
+    parser.add_argument("--models", nargs="*", default=list(ZOO_MODELS), choices=list(ZOO_MODELS),
+                        help="zoo models to benchmark (int8, digits) besides the synthetic conv_bench")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cqtf-bench-")))
-        results = run(args.boards, work, log=lambda m: print(m, file=sys.stderr))
+        results = run(args.boards, work, log=lambda m: print(m, file=sys.stderr), zoo_models=args.models)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "firmware_bench.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "firmware_bench.md").write_text(render_markdown(results))
