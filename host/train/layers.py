@@ -147,6 +147,35 @@ def _round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _pad_blocks(t: torch.Tensor, dim: int, block: int) -> torch.Tensor:
+    """Zero products appended along `dim` up to a multiple of `block` (a zero adds nothing to a block sum)."""
+    extra = -t.shape[dim] % block
+    if extra == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def _saturating_accumulate(sums: np.ndarray, acc_shift: int, acc_spec) -> tuple[np.ndarray, np.ndarray]:
+    """The device's accumulator over block sums (J, ...): each rounded by acc_shift and saturated, the
+    running sum saturated after every block. Returns (accumulator, where anything saturated). Where no
+    prefix sum leaves the range, saturating after each block is the plain sum: one cumsum; only
+    otherwise the blocks are walked one by one."""
+    s = round_shift(sums, acc_shift, acc_spec.block_rounding)
+    s_sat = saturate(s, acc_spec.bits)
+    saturated = (s_sat != s).any(axis=0)
+    prefix = np.cumsum(s_sat, axis=0)
+    if ((prefix >= acc_spec.min) & (prefix <= acc_spec.max)).all():
+        return prefix[-1], saturated
+    acc = np.zeros(sums.shape[1:], dtype=np.int64)
+    for block_sum in s_sat:
+        total = acc + block_sum
+        acc = saturate(total, acc_spec.bits)
+        saturated |= acc != total
+    return acc, saturated
+
+
 class QuantLayer(nn.Module):
     """Shared machinery of conv and linear: weight/bias quantization, requantization, STE."""
 
@@ -283,28 +312,22 @@ class QuantLayer(nn.Module):
         """(N, O, L) back to the op's output layout."""
         raise NotImplementedError
 
-    def block_sum(self, cols: torch.Tensor, w_dev: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Exact sums (N, O, L) of the products start..stop-1 (device order) of every output."""
-        return torch.einsum("nkl,ok->nol", cols[:, start: stop], w_dev[:, start: stop])
+    def block_sums(self, cols: torch.Tensor, w_dev: torch.Tensor, block: int) -> torch.Tensor:
+        """Exact sums (J, N, O, L) of every block j of `block` products (device order; the last block
+        padded with zero products), all in one einsum."""
+        cols, w_dev = _pad_blocks(cols, 1, block), _pad_blocks(w_dev, 1, block)
+        n, k, length = cols.shape
+        return torch.einsum("njbl,ojb->jnol", cols.reshape(n, k // block, block, length),
+                            w_dev.reshape(w_dev.shape[0], k // block, block))
 
     def _fixed_forward(self, x: QAct) -> QAct:
         p = self.fixed_params(x.qparams)
         acc_spec = self.profile.accumulator
         cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
-        k = w_dev.shape[1]
-        block = acc_spec.block or k
-        acc = np.zeros((cols.shape[0], w_dev.shape[0], cols.shape[-1]), dtype=np.int64)
-        block_saturated = np.zeros(acc.shape, dtype=bool)
-        for start in range(0, k, block):
-            # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-            s = self.block_sum(cols, w_dev, start, start + block)
-            s = round_shift(s.round().long().numpy(), p.acc_shift, acc_spec.block_rounding)
-            s_sat = saturate(s, acc_spec.bits)
-            acc = acc + s_sat
-            acc_sat = saturate(acc, acc_spec.bits)
-            block_saturated |= (s_sat != s) | (acc_sat != acc)
-            acc = acc_sat
+        # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
+        sums = self.block_sums(cols, w_dev, acc_spec.block or w_dev.shape[1]).round().long().numpy()
+        acc, block_saturated = _saturating_accumulate(sums, p.acc_shift, acc_spec)
         biased = acc + p.bias.numpy()[None, :, None]
         acc = saturate(biased, acc_spec.bits)
         acc_high = (acc == acc_spec.max)
@@ -561,8 +584,11 @@ class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
     def device_weights(self, w):
         return w.reshape(w.shape[0], -1)  # (C, 1, KH, KW) -> (C, ky*kx)
 
-    def block_sum(self, cols, w_dev, start, stop):
-        return torch.einsum("nckl,ck->ncl", cols[:, :, start: stop], w_dev[:, start: stop])
+    def block_sums(self, cols, w_dev, block):
+        cols, w_dev = _pad_blocks(cols, 2, block), _pad_blocks(w_dev, 1, block)
+        n, c, k, length = cols.shape
+        return torch.einsum("ncjbl,cjb->jncl", cols.reshape(n, c, k // block, block, length),
+                            w_dev.reshape(c, k // block, block))
 
     def output_like(self, flat, x):
         (kh, kw), (sh, sw), (ph, pw) = self.inner.kernel_size, self.inner.stride, self.inner.padding
