@@ -190,7 +190,7 @@ def export_tflite(model: IntModel) -> bytes:
             produced.append((out, scale, zero_point))
             continue
         if layer.kind == "add":
-            produced.append(_add(fb, g, i, layer, produced[model.layer_inputs(i)[0]], produced[model.layer_inputs(i)[1]]))
+            produced.append(_add(fb, g, i, layer, *(produced[t] for t in model.layer_inputs(i))))
             continue
         if layer.kind not in ("conv2d", "fully_connected", "depthwise_conv2d"):
             raise ExportError(f"layer {i}: kind {layer.kind} has no TFLite export")

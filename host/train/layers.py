@@ -143,6 +143,13 @@ class RangeObserver(nn.Module):
         return QParams.from_range(float(self.lo), float(self.hi))
 
 
+def _observed_frac(observer: RangeObserver, qmax: int) -> int:
+    """The most fraction bits that hold the observed range without saturating."""
+    if not bool(observer.initialized):
+        raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
+    return fitting_frac_bits(max(abs(float(observer.lo)), abs(float(observer.hi))), qmax)
+
+
 def _round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
@@ -268,11 +275,7 @@ class QuantLayer(nn.Module):
                            QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max)
 
     def observed_out_frac(self) -> int:
-        o = self.observer
-        if not bool(o.initialized):
-            raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
-        return fitting_frac_bits(max(abs(float(o.lo)), abs(float(o.hi))), self.profile.activations.qmax) \
-            - self.out_frac_drop
+        return _observed_frac(self.observer, self.profile.activations.qmax) - self.out_frac_drop
 
     def integer_params(self, in_qparams: QParams) -> IntegerParams:
         w = self.weight.detach()
@@ -522,8 +525,8 @@ class QuantLinear(QuantLayer):
         return flat[:, :, 0]
 
 
-class QuantMaxPool2d(nn.Module):
-    """Max pooling commutes with a positive-scale affine map, so int and float paths agree trivially."""
+class _Pool2d(nn.Module):
+    """Window geometry shared by the pooling layers (stride defaults to the kernel, as in PyTorch)."""
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0):
@@ -531,6 +534,10 @@ class QuantMaxPool2d(nn.Module):
         self.kernel_size, self.padding = _pair(kernel_size), _pair(padding)
         self.stride = _pair(stride) if stride is not None else self.kernel_size
         self.quantized = False
+
+
+class QuantMaxPool2d(_Pool2d):
+    """Max pooling commutes with a positive-scale affine map, so int and float paths agree trivially."""
 
     def forward(self, x: QAct) -> QAct:
         pool = lambda t: F.max_pool2d(t, self.kernel_size, self.stride, self.padding)  # noqa: E731
@@ -604,16 +611,13 @@ class QuantDepthwiseConv1d(QuantDepthwiseConv2d):
         super().__init__(channels, (1, kernel_size), (1, stride), (0, padding), relu, act, bn)
 
 
-class QuantAvgPool2d(nn.Module):
+class QuantAvgPool2d(_Pool2d):
     """Average pooling; padding positions are not counted. Quantized: the device's integer mean of the
     window (cqtf.profile.average_rounding), output quantization = input quantization (as TFLite)."""
 
     def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                  padding: int | tuple[int, int] = 0):
-        super().__init__()
-        self.kernel_size, self.padding = _pair(kernel_size), _pair(padding)
-        self.stride = _pair(stride) if stride is not None else self.kernel_size
-        self.quantized = False
+        super().__init__(kernel_size, stride, padding)
         self.profile: Profile = PRESETS["int8"]
 
     def window(self, x: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -690,11 +694,7 @@ class QuantAdd(nn.Module):
         return 2.0 ** (self.act_gain_log2 - self.skip_gain_log2)
 
     def observed_out_frac(self) -> int:
-        o = self.observer
-        if not bool(o.initialized):
-            raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
-        return fitting_frac_bits(max(abs(float(o.lo)), abs(float(o.hi))), self.profile.activations.qmax) \
-            - self.out_frac_drop
+        return _observed_frac(self.observer, self.profile.activations.qmax) - self.out_frac_drop
 
     def add_params(self, main_qp: QParams, skip_qp: QParams) -> dict:
         """The device's parameters of this add: the single source for forward and export (IntLayer fields)."""

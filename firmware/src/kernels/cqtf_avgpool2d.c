@@ -3,33 +3,6 @@
 #include "cqtf_fixed.h"
 #include "cqtf_kernels.h"
 
-/* Every window must overlap the input (a mean of nothing is undefined), as for max pooling. */
-static int avgpool2d_layer_ok(const cqtf_layer_t *layer)
-{
-    const cqtf_shape_t in = layer->in;
-    const cqtf_shape_t out = layer->out;
-    const cqtf_quant_t *q = &layer->quant;
-
-    if (layer->op != CQTF_OP_AVGPOOL2D || layer->kernel_h == 0 || layer->kernel_w == 0 ||
-        layer->stride_h == 0 || layer->stride_w == 0) {
-        return 0;
-    }
-    if (cqtf_shape_size(in) == 0 || cqtf_shape_size(out) == 0 || out.c != in.c) {
-        return 0;
-    }
-    if (layer->pad_top >= layer->kernel_h || layer->pad_left >= layer->kernel_w) {
-        return 0;
-    }
-    if ((uint32_t)(out.h - 1u) * layer->stride_h >= (uint32_t)in.h + layer->pad_top ||
-        (uint32_t)(out.w - 1u) * layer->stride_w >= (uint32_t)in.w + layer->pad_left) {
-        return 0;
-    }
-    if (q->arith != 0 && q->arith->out_rounding > CQTF_ROUND_MAX) {
-        return 0;
-    }
-    return q->act_min >= -128 && q->act_max <= 127 && q->act_min <= q->act_max;
-}
-
 /* TFLM rounds an int8 mean half away from zero; the fixed-point profiles use their output rounding. */
 static uint8_t avgpool2d_rounding(const cqtf_quant_t *q)
 {
@@ -46,7 +19,8 @@ cqtf_status_t cqtf_avgpool2d(const cqtf_layer_t *layer, const int8_t *input, int
     uint8_t rounding;
     uint32_t y, x, c;
 
-    if (!avgpool2d_layer_ok(layer)) {
+    if (!cqtf_pool2d_geometry_ok(layer, CQTF_OP_AVGPOOL2D) ||
+        (q->arith != 0 && q->arith->out_rounding > CQTF_ROUND_MAX)) {
         return CQTF_ERR_BAD_LAYER;
     }
     rounding = avgpool2d_rounding(q);

@@ -106,6 +106,33 @@ static inline int cqtf_requant_params_ok(const cqtf_layer_t *layer)
  * Out-of-range (padding) positions are skipped. */
 cqtf_status_t cqtf_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 
+/* Shared check of a pooling layer (MAXPOOL2D, AVGPOOL2D): the op, non-zero kernel and strides,
+ * non-empty tensors, out.c == in.c, a valid int8 clamp, and every window overlapping the input, so
+ * that its max or mean is of real input values (as in PyTorch, whose pool padding is at most half the
+ * kernel). 1 when usable. */
+static inline int cqtf_pool2d_geometry_ok(const cqtf_layer_t *layer, uint8_t op)
+{
+    const cqtf_shape_t in = layer->in;
+    const cqtf_shape_t out = layer->out;
+    const cqtf_quant_t *q = &layer->quant;
+
+    if (layer->op != op || layer->kernel_h == 0 || layer->kernel_w == 0 || layer->stride_h == 0 ||
+        layer->stride_w == 0) {
+        return 0;
+    }
+    if (cqtf_shape_size(in) == 0 || cqtf_shape_size(out) == 0 || out.c != in.c) {
+        return 0;
+    }
+    if (layer->pad_top >= layer->kernel_h || layer->pad_left >= layer->kernel_w) {
+        return 0; /* the first window would lie in the padding */
+    }
+    if ((uint32_t)(out.h - 1u) * layer->stride_h >= (uint32_t)in.h + layer->pad_top ||
+        (uint32_t)(out.w - 1u) * layer->stride_w >= (uint32_t)in.w + layer->pad_left) {
+        return 0; /* the last window would start past the input */
+    }
+    return q->act_min >= -128 && q->act_max <= 127 && q->act_min <= q->act_max;
+}
+
 /* MAXPOOL2D: max over the in-range positions of each window, clamped to act_min/act_max;
  * out.c == in.c, and every window must overlap the input. */
 cqtf_status_t cqtf_maxpool2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
