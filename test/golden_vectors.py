@@ -88,6 +88,22 @@ def _depthwise(rng, in_shape, kernel, stride=(1, 1), pad=(0, 0), relu=False, shi
         shift=rng.integers(shift[0], shift[1] + 1, c).astype(np.int32))
 
 
+def _add(rng, shape, inputs, offsets, relu=False):
+    """An int8 ADD of two tensors (layer inputs = tensor indices): input rescales below one, the sum's by 2^-15..-19."""
+    zp_out = int(rng.integers(-40, 40))
+    return IntLayer(kind="add", in_shape=shape, out_shape=shape, inputs=inputs, input_offset=offsets[0],
+                    input_b_offset=offsets[1], output_offset=zp_out, act_min=zp_out if relu else -128, act_max=127,
+                    multiplier=rng.integers(1 << 30, 1 << 31, 3).astype(np.int32),
+                    shift=np.array([rng.integers(-3, 0), rng.integers(-3, 0), rng.integers(-19, -14)], np.int32))
+
+
+def _avgpool(in_shape, kernel, stride, pad=(0, 0)):
+    h, w, c = in_shape
+    (kh, kw), (sh, sw), (pt, pl) = kernel, stride, pad
+    out_shape = ((h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1, c)
+    return IntLayer(kind="avgpool2d", in_shape=in_shape, out_shape=out_shape, kernel=kernel, stride=stride, pad=pad)
+
+
 def _model(name: str, layers: list[IntLayer]) -> IntModel:
     return IntModel(name=name, profile="int8", input_shape=tuple(layers[0].in_shape), input_scale=1.0,
                     input_zero_point=0, output_scale=1.0, output_zero_point=0,
@@ -126,6 +142,13 @@ def build_cases() -> list[IntModel]:
     # Appended last so that the cases above keep their random draws.
     cases.append(_model("depthwise3x3_stride2_pad", [_depthwise(rng, (7, 6, 5), (3, 3), (2, 2), (1, 1),
                                                                 relu=True)]))
+    # A residual block: conv, conv, add of the first conv's output (tensor 1) and the second's (tensor 2),
+    # then an average pool whose padded windows count fewer inputs, and a global one.
+    conv_a = _conv(rng, (4, 4, 3), 3, (3, 3), pad=(1, 1), relu=True)
+    conv_b = _conv(rng, conv_a.out_shape, 3, (3, 3), pad=(1, 1), input_offset=-conv_a.output_offset)
+    add = _add(rng, conv_b.out_shape, (2, 1), (-conv_b.output_offset, -conv_a.output_offset), relu=True)
+    pool = _avgpool(add.out_shape, (3, 3), (2, 2), (1, 1))
+    cases.append(_model("residual_add_avgpool", [conv_a, conv_b, add, pool, _avgpool(pool.out_shape, (2, 2), (2, 2))]))
     return cases
 
 

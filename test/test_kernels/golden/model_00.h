@@ -71,7 +71,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {6, 6, 3}, {6, 6, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 121, 30, 30, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { 121, 30, 30, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 144u, 112u /* plan: inputs, output, scratch, scratch size */
     }
 };

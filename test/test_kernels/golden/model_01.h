@@ -70,7 +70,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 2, 2, 1, 1,
         {7, 7, 2}, {4, 4, 5},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -59, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { -59, -10, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 80u, 0u, 80u /* plan: inputs, output, scratch, scratch size */
     }
 };

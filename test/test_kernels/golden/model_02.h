@@ -67,7 +67,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 1, 1, 1, 1, 0, 0,
         {5, 5, 8}, {5, 5, 6},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -61, -30, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { -61, -30, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 152u, 32u /* plan: inputs, output, scratch, scratch size */
     }
 };

@@ -70,7 +70,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 5, 3, 1, 2, 2, 1,
         {6, 8, 2}, {6, 4, 3},
         cqtf_l0_weights, cqtf_l0_bias,
-        { -71, -33, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { -71, -33, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 128u, 0u, 128u /* plan: inputs, output, scratch, scratch size */
     }
 };

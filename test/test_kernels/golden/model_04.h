@@ -73,7 +73,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {4, 4, 4}, {4, 4, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 128, -128, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { 128, -128, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 144u, 0u, 144u /* plan: inputs, output, scratch, scratch size */
     }
 };

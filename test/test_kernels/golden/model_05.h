@@ -53,7 +53,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_MAXPOOL2D, 2, 2, 2, 2, 0, 0,
         {6, 6, 3}, {3, 3, 3},
         NULL, NULL,
-        { 0, 0, -128, 127, NULL, NULL, 0, &cqtf_model_arith },
+        { 0, 0, -128, 127, NULL, NULL, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };

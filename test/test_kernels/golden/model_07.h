@@ -94,7 +94,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_FULLY_CONNECTED, 1, 1, 1, 1, 0, 0,
         {1, 1, 48}, {1, 1, 10},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 128, 0, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { 128, 0, -128, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };

@@ -163,28 +163,28 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {8, 8, 1}, {8, 8, 4},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 124, 37, 37, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { 124, 37, 37, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 256u, 48u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 1: maxpool2d (8, 8, 4) -> (4, 4, 4) */
         CQTF_OP_MAXPOOL2D, 2, 2, 2, 2, 0, 0,
         {8, 8, 4}, {4, 4, 4},
         NULL, NULL,
-        { 0, 0, 37, 127, NULL, NULL, 0, &cqtf_model_arith },
+        { 0, 0, 37, 127, NULL, NULL, 0, &cqtf_model_arith, 0 },
         {0x00000000u, 0xFFFFFFFEu}, 256u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 2: conv2d (4, 4, 4) -> (4, 4, 6) */
         CQTF_OP_CONV2D, 3, 3, 1, 1, 1, 1,
         {4, 4, 4}, {4, 4, 6},
         cqtf_l2_weights, cqtf_l2_bias,
-        { -37, -25, -25, 127, cqtf_l2_multiplier, cqtf_l2_shift, 0, &cqtf_model_arith },
+        { -37, -25, -25, 127, cqtf_l2_multiplier, cqtf_l2_shift, 0, &cqtf_model_arith, 0 },
         {0x00000100u, 0xFFFFFFFEu}, 144u, 0u, 144u /* plan: inputs, output, scratch, scratch size */
     },
     { /* 3: fully_connected (4, 4, 6) -> (1, 1, 10) */
         CQTF_OP_FULLY_CONNECTED, 1, 1, 1, 1, 0, 0,
         {4, 4, 6}, {1, 1, 10},
         cqtf_l3_weights, cqtf_l3_bias,
-        { 25, -17, -128, 127, cqtf_l3_multiplier, cqtf_l3_shift, 0, &cqtf_model_arith },
+        { 25, -17, -128, 127, cqtf_l3_multiplier, cqtf_l3_shift, 0, &cqtf_model_arith, 0 },
         {0x00000090u, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };

@@ -67,7 +67,7 @@ static const cqtf_layer_t cqtf_model_layers[CQTF_MODEL_NUM_LAYERS] = {
         CQTF_OP_DEPTHWISE_CONV2D, 3, 3, 2, 2, 1, 1,
         {7, 6, 5}, {4, 3, 5},
         cqtf_l0_weights, cqtf_l0_bias,
-        { 82, -12, -12, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith },
+        { 82, -12, -12, 127, cqtf_l0_multiplier, cqtf_l0_shift, 0, &cqtf_model_arith, 0 },
         {0xFFFFFFFFu, 0xFFFFFFFEu}, 0u, 0u, 0u /* plan: inputs, output, scratch, scratch size */
     }
 };
