@@ -345,9 +345,11 @@ class QuantLayer(nn.Module):
         shadow = self.op(x.value, w_fake, self.bias)
         if self.training:
             self.observer.observe(self.float_act(shadow))
-        floor = 0 if self.relu else -np.inf  # below a ReLU's zero is no saturation: the ReLU's own zero
+        # Below a ReLU's zero is no saturation: the ReLU's own zero (relu_zero), whose gradient is zero.
+        # (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient of a
+        # dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
         high = self.output_like(torch.from_numpy((pre > p.act_max) | acc_high), x.q)
-        low = self.output_like(torch.from_numpy(((pre < p.act_min) & (pre < floor)) | (acc_low & (not self.relu))), x.q)
+        low = self.output_like(torch.from_numpy(((pre < p.act_min) | acc_low) & (not self.relu)), x.q)
         relu_zero = self.output_like(torch.from_numpy(self.relu & (pre < 0)), x.q)
         inside = ~(high | low | relu_zero)
         self._count_health(high | low, self.output_like(torch.from_numpy(block_saturated), x.q), p.weights)
