@@ -53,21 +53,67 @@ static inline void block_sums(const int16_t *col, const int8_t *w0, const int8_t
     }
 }
 
-/* The 4 accumulators (a.w0, b.w0, a.w1, b.w1) of two pixels and two channels, block by block. */
-static void dot_2x2_fx(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0, const int8_t *w1,
-                       uint32_t k_all, int64_t acc[4])
+static inline void flush_4(const cqtf_fx_opt_t *p, const int32_t s[4], int32_t acc[4])
+{
+    uint32_t i;
+
+    for (i = 0; i < 4u; ++i) {
+        acc[i] = cqtf_fx_opt_flush(p, acc[i], s[i]);
+    }
+}
+
+/* Blocks that are multiples of 4 (or one block of all K): every block but the last is whole
+ * groups; the last one may end with the K % 4 natural-order values. Few live values, no slot maths. */
+static void dot_2x2_fx_aligned(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0,
+                               const int8_t *w1, uint32_t k_all, int32_t acc[4])
 {
     const uint32_t k_full = k_all & ~3u;
-    uint32_t k0, i;
+    uint32_t k0 = 0, k;
+    int32_t s[4];
+
+    for (; k0 + p->block <= k_full; k0 += p->block) {
+        s[0] = s[1] = s[2] = s[3] = 0;
+        cqtf_dot_2x2_groups(col + 2u * k0, w0 + k0, w1 + k0, p->block / 4u, s);
+        flush_4(p, s, acc);
+    }
+    if (k0 < k_all) { /* the last, shorter block */
+        s[0] = s[1] = s[2] = s[3] = 0;
+        cqtf_dot_2x2_groups(col + 2u * k0, w0 + k0, w1 + k0, (k_full - k0) / 4u, s);
+        for (k = k_full; k < k_all; ++k) {
+            const int32_t va = cqtf_load_s16(&col[k_full + k]), vb = cqtf_load_s16(&col[k_full + k + 4u]);
+            s[0] += va * w0[k];
+            s[1] += vb * w0[k];
+            s[2] += va * w1[k];
+            s[3] += vb * w1[k];
+        }
+        flush_4(p, s, acc);
+    }
+}
+
+/* Any other block (1, 2, 3, 5, ...): groups where a block holds them, the edges one by one. */
+static void dot_2x2_fx_any(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0,
+                           const int8_t *w1, uint32_t k_all, int32_t acc[4])
+{
+    const uint32_t k_full = k_all & ~3u;
+    uint32_t k0;
 
     for (k0 = 0; k0 < k_all; k0 += p->block) {
         const uint32_t k1 = (k_all - k0 > p->block) ? k0 + p->block : k_all;
         int32_t s[4] = {0, 0, 0, 0};
 
         block_sums(col, w0, w1, k0, k1, k_full, s);
-        for (i = 0; i < 4u; ++i) {
-            acc[i] = cqtf_fx_opt_flush(p, acc[i], s[i]);
-        }
+        flush_4(p, s, acc);
+    }
+}
+
+/* The 4 accumulators (a.w0, b.w0, a.w1, b.w1) of two pixels and two channels, block by block. */
+static void dot_2x2_fx(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0, const int8_t *w1,
+                       uint32_t k_all, int32_t acc[4])
+{
+    if ((p->block & 3u) == 0u || p->block == k_all) {
+        dot_2x2_fx_aligned(p, col, w0, w1, k_all, acc);
+    } else {
+        dot_2x2_fx_any(p, col, w0, w1, k_all, acc);
     }
 }
 
@@ -96,7 +142,7 @@ cqtf_status_t cqtf_conv2d_fx_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *laye
         cqtf_im2col_s16(layer, input, pb / out_w, pb % out_w, col + 4);
         for (oc = 0; oc < out_c; oc += 2u) {
             const uint32_t oc_2 = (oc + 1u < out_c) ? oc + 1u : oc; /* an odd last channel too */
-            int64_t acc[4] = {0, 0, 0, 0};
+            int32_t acc[4] = {0, 0, 0, 0};
 
             dot_2x2_fx(&p, col, &layer->weights[oc * k_all], &layer->weights[oc_2 * k_all], k_all, acc);
             out_a[oc] = cqtf_fx_opt_output(&p, q, acc[0], layer->bias[oc], oc);

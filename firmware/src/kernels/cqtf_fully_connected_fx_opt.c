@@ -58,24 +58,39 @@ static inline void group_sums(const int8_t *x, const int8_t *w0, const int8_t *w
     s[1] = s1;
 }
 
-/* Rows w0 and w1 (w1 may equal w0) against x, block by block, into acc[0] and acc[1]. */
-static void dot_2rows_fx(const cqtf_fx_opt_t *p, const int8_t *x, const int8_t *w0, const int8_t *w1,
-                         uint32_t features, int64_t acc[2])
+/* Exact sums of block [k0, k1): scalar head up to a group boundary, full groups, scalar tail. */
+static inline void block_sums(const int8_t *x, const int8_t *w0, const int8_t *w1, uint32_t k0,
+                              uint32_t k1, int32_t s[2])
 {
+    const uint32_t head = (((k0 + 3u) & ~3u) < k1) ? ((k0 + 3u) & ~3u) : k1;
+    const uint32_t body = k1 & ~3u; /* end of the last full group inside the block */
+
+    scalar_sums(x, w0, w1, k0, head, s);
+    if (body > head) { /* head is then a group boundary */
+        group_sums(x, w0, w1, head, body, s);
+        scalar_sums(x, w0, w1, body, k1, s);
+    } else {
+        scalar_sums(x, w0, w1, head, k1, s);
+    }
+}
+
+/* Rows w0 and w1 (w1 may equal w0) against x, block by block, into acc[0] and acc[1]. Blocks that
+ * are multiples of 4 (or one block) start on group boundaries: only the last one has a scalar tail. */
+static void dot_2rows_fx(const cqtf_fx_opt_t *p, const int8_t *x, const int8_t *w0, const int8_t *w1,
+                         uint32_t features, int32_t acc[2])
+{
+    const int aligned = (p->block & 3u) == 0u || p->block == features;
     uint32_t k0;
 
     for (k0 = 0; k0 < features; k0 += p->block) {
         const uint32_t k1 = (features - k0 > p->block) ? k0 + p->block : features;
-        const uint32_t head = (((k0 + 3u) & ~3u) < k1) ? ((k0 + 3u) & ~3u) : k1;
-        const uint32_t body = k1 & ~3u;
         int32_t s[2] = {0, 0};
 
-        scalar_sums(x, w0, w1, k0, head, s);
-        if (body > head) { /* head is then a group boundary */
-            group_sums(x, w0, w1, head, body, s);
-            scalar_sums(x, w0, w1, body, k1, s);
+        if (aligned) {
+            group_sums(x, w0, w1, k0, k1 & ~3u, s);
+            scalar_sums(x, w0, w1, k1 & ~3u, k1, s);
         } else {
-            scalar_sums(x, w0, w1, head, k1, s);
+            block_sums(x, w0, w1, k0, k1, s);
         }
         acc[0] = cqtf_fx_opt_flush(p, acc[0], s[0]);
         acc[1] = cqtf_fx_opt_flush(p, acc[1], s[1]);
@@ -96,7 +111,7 @@ cqtf_status_t cqtf_fully_connected_fx_opt(const cqtf_layer_t *layer, const int8_
     cqtf_fx_opt_init(&p, q, features);
     for (o = 0; o < layer->out.c; o += 2u) {
         const uint32_t o2 = (o + 1u < layer->out.c) ? o + 1u : o; /* an odd last row pairs with itself */
-        int64_t acc[2] = {0, 0};
+        int32_t acc[2] = {0, 0};
 
         dot_2rows_fx(&p, input, &layer->weights[o * features], &layer->weights[o2 * features], features,
                      acc);
