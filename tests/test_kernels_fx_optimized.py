@@ -1,5 +1,6 @@
-"""The optimized fixed-point kernels (im2col + dual 16-bit MACs, exact per block) give exactly the
-portable kernels' outputs and the host reference's, for every fixed-point profile.
+"""The optimized fixed-point kernels (im2col + dual 16-bit MACs, exact per block) and the optimized
+depthwise kernels (fixed point and int8) give exactly the portable kernels' outputs and the host
+reference's, for every fixed-point profile.
 
 Host-native: the engine compiled with -DCQTF_KERNELS_OPTIMIZED=1 (SIMD emulated in C, cqtf_simd.h)
 and =0, against cqtf.reference, layer by layer. Blocks of every size the spec allows matter: a group
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cqtf import reference
+from cqtf.fixedpoint import quantize_multiplier
 from cqtf.model_ir import IntLayer, IntModel
 from cqtf.native import NativeEngine
 from cqtf.pack.header import write_header
@@ -56,9 +58,13 @@ def _fixed_layer(rng, profile, kind, in_shape, out_c, k=1, stride=1, pad=0, hot=
     if kind == "conv2d":
         out_shape = ((h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, out_c)
         wshape = (out_c, k, k, c)
+    elif kind == "depthwise_conv2d":  # channel multiplier 1: out_c is in_c
+        out_c = c
+        out_shape = ((h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, c)
+        wshape = (1, k, k, c)
     else:
         out_shape, wshape = (1, 1, out_c), (out_c, h * w * c)
-    products = int(np.prod(wshape[1:]))
+    products = k * k if kind == "depthwise_conv2d" else int(np.prod(wshape[1:]))
     acc = profile.accumulator
     block = min(acc.block or products, products)
     limit = 128 if hot else int(rng.integers(16, 128))
@@ -101,8 +107,10 @@ def _check(model: IntModel, x: np.ndarray, model_dir, native_cache) -> None:
 
 
 # in_c 3 (im2col value by value, K % 4 = 3), 5 and 7 channels, in_c 8 (word path), 1x1 and 2x2
-# kernels, strides 1 and 2, padding 0 to 2, odd pixel counts, fully connected with odd feature counts.
-SPECS = [("conv2d", 5, 3, 1, 1), ("conv2d", 8, 2, 2, 0), ("conv2d", 7, 3, 1, 2), ("conv2d", 4, 1, 1, 0),
+# kernels, strides 1 and 2, padding 0 to 2, odd pixel counts, fully connected with odd feature counts;
+# depthwise on 5 channels (a group of 4 and one alone) and on 8 with windows mostly in the padding.
+SPECS = [("conv2d", 5, 3, 1, 1), ("depthwise_conv2d", 5, 3, 1, 1), ("conv2d", 8, 2, 2, 0),
+         ("depthwise_conv2d", 8, 3, 2, 2), ("conv2d", 7, 3, 1, 2), ("conv2d", 4, 1, 1, 0),
          ("conv2d", 3, 5, 2, 2), ("fully_connected", 13, 1, 1, 0), ("fully_connected", 6, 1, 1, 0)]
 
 
@@ -116,6 +124,48 @@ def test_optimized_fx_layers_equal_reference(profile, tmp_path, native_cache):
 
 
 @st.composite
+def _depthwise_geometry(draw):
+    k = draw(st.integers(1, 5))
+    pad = draw(st.integers(0, k - 1))
+    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    stride = draw(st.integers(1, 3))
+    h, w = max(h, k - 2 * pad), max(w, k - 2 * pad)
+    return (h, w, draw(st.integers(1, 10))), k, stride, pad
+
+
+@given(geometry=_depthwise_geometry(), acc_bits=st.integers(8, 32),
+       block=st.sampled_from([0, 1, 2, 3, 4, 5, 7, 9, 25]), block_rounding=st.sampled_from(list(Rounding)),
+       hot=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_optimized_depthwise_random_geometry(geometry, acc_bits, block, block_rounding, hot, seed,
+                                            tmp_path_factory, native_cache):
+    """Fixed-point depthwise (blocks across the window, padding included) and int8 depthwise."""
+    (h, w, c), k, stride, pad = geometry
+    rng = np.random.default_rng(seed)
+    profile = _custom(acc_bits, block, block_rounding, Rounding.HALF_UP)
+    dw = _fixed_layer(rng, profile, "depthwise_conv2d", (h, w, c), c, k, stride, pad, hot=hot)
+    _check(_model(profile, [dw]), random_inputs(seed, 6, (h, w, c)), tmp_path_factory.mktemp("fxdw"),
+           native_cache)
+    int8 = _int8_depthwise(rng, (h, w, c), k, stride, pad, single=bool(seed % 2))
+    model = IntModel("dw8", int8[1], (h, w, c), 0.05, 0, 0.1, 0, c, [int8[0]])
+    _check(model, random_inputs(seed + 1, 6, (h, w, c)), tmp_path_factory.mktemp("dw8"), native_cache)
+
+
+def _int8_depthwise(rng, in_shape, k, stride, pad, single):
+    """An int8 affine depthwise layer (TFLM double or single rounding) and its profile name."""
+    h, w, c = in_shape
+    pairs = [quantize_multiplier(float(s)) for s in rng.uniform(1e-3, 0.2, c)]
+    zp_out = int(rng.integers(-128, 128))
+    layer = IntLayer("depthwise_conv2d", in_shape, ((h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, c),
+                     (k, k), (stride, stride), (pad, pad), input_offset=int(rng.integers(-127, 129)),
+                     output_offset=zp_out, act_min=max(zp_out, -128) if rng.integers(0, 2) else -128, act_max=127,
+                     weights=rng.integers(-128, 128, (1, k, k, c)).astype(np.int8),
+                     bias=rng.integers(-(2**12), 2**12, c).astype(np.int32),
+                     multiplier=np.array([m for m, _ in pairs], np.int32), shift=np.array([s for _, s in pairs], np.int32))
+    return layer, "int8-single" if single else "int8"
+
+
+@st.composite
 def _geometry(draw):
     k = draw(st.integers(1, 4))
     pad = draw(st.integers(0, k - 1))
@@ -126,7 +176,7 @@ def _geometry(draw):
 @given(geometry=_geometry(), acc_bits=st.integers(8, 32), block=st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8, 9, 12, 32]),
        block_rounding=st.sampled_from(list(Rounding)), out_rounding=st.sampled_from(list(Rounding)),
        hot=st.booleans(), seed=st.integers(0, 2**16))
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_optimized_fx_random_geometry(geometry, acc_bits, block, block_rounding, out_rounding, hot, seed,
                                       tmp_path_factory, native_cache):
     (h, w, c), out_c, k, stride, pad = geometry
@@ -139,12 +189,13 @@ def test_optimized_fx_random_geometry(geometry, acc_bits, block, block_rounding,
 
 
 @pytest.mark.parametrize("profile_name", FIXED_PRESETS)
-@pytest.mark.parametrize("weight_scale", [1.0, 30.0], ids=["plain", "saturating"])
-def test_optimized_fx_networks_equal_reference(profile_name, weight_scale, tmp_path, native_cache):
-    """Trained-layer exports (depthwise-separable, residual) of every fixed-point preset."""
+def test_optimized_fx_networks_equal_reference(profile_name, tmp_path, native_cache):
+    """Trained-layer exports (depthwise-separable, residual) of every fixed-point preset, one of the two
+    with weights scaled 30 times (saturation everywhere), which one alternating by profile."""
     profile = get_profile(profile_name)
-    seed = FIXED_PRESETS.index(profile_name) + int(weight_scale)
-    dw = random_depthwise_network(seed, (9, 7, 3), 1 + seed % 2, 1, 3, profile, weight_scale=weight_scale)
+    seed = FIXED_PRESETS.index(profile_name)
+    dw_scale, res_scale = (30.0, 1.0) if seed % 2 == 0 else (1.0, 30.0)
+    dw = random_depthwise_network(seed, (9, 7, 3), 1 + seed % 2, 1, 3, profile, weight_scale=dw_scale)
     _check(export(dw, (9, 7, 3), 5), random_inputs(seed, 16, (9, 7, 3)), tmp_path / "dw", native_cache)
-    res = random_residual_network(seed, (5, 5, 3), profile, weight_scale=weight_scale)
+    res = random_residual_network(seed, (5, 5, 3), profile, weight_scale=res_scale)
     _check(export(res, (5, 5, 3), 4), random_inputs(seed + 1, 16, (5, 5, 3)), tmp_path / "res", native_cache)

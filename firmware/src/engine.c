@@ -88,10 +88,17 @@ static cqtf_status_t op_depthwise_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer
                                          const int8_t *const *inputs, int8_t *output)
 {
     (void)ctx;
+#if CQTF_KERNELS_OPTIMIZED
+    if (fixed_point(layer)) {
+        return cqtf_depthwise_conv2d_fx_opt(layer, inputs[0], output);
+    }
+    return cqtf_depthwise_conv2d_s8_opt(layer, inputs[0], output);
+#else
     if (fixed_point(layer)) {
         return cqtf_depthwise_conv2d_fx(layer, inputs[0], output);
     }
     return cqtf_depthwise_conv2d_s8(layer, inputs[0], output);
+#endif
 }
 
 static cqtf_status_t op_avgpool2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,

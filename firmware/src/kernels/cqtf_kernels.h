@@ -161,6 +161,13 @@ cqtf_status_t cqtf_fully_connected_pot4(const cqtf_layer_t *layer, const int8_t 
 cqtf_status_t cqtf_depthwise_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 cqtf_status_t cqtf_depthwise_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 
+/* Optimized DEPTHWISE_CONV2D (same contract and outputs as the two above), no scratch: the window's
+ * in-range part once per output pixel, 4 channels per kernel position with 16-bit MACs. */
+cqtf_status_t cqtf_depthwise_conv2d_s8_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                           int8_t *output);
+cqtf_status_t cqtf_depthwise_conv2d_fx_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                           int8_t *output);
+
 /* AVGPOOL2D: mean of the in-range positions of each window (padding is not counted), rounded as
  * cqtf_types.h says, clamped to act_min/act_max; out.c == in.c, every window overlaps the input.
  * Portable, shared by every profile. Host twin: cqtf.reference.avgpool2d. */
