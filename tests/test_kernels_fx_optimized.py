@@ -69,7 +69,9 @@ def _fixed_layer(rng, profile, kind, in_shape, out_c, k=1, stride=1, pad=0, hot=
     block = min(acc.block or products, products)
     limit = 128 if hot else int(rng.integers(16, 128))
     block_bits = np.log2(np.sqrt(block) * 50 * limit / 1.7)  # of a typical block sum
-    acc_shift = int(np.clip(round(block_bits) - (acc.bits - 4) - (3 if hot else 0), -3, 31))
+    acc_shift = int(np.clip(round(block_bits) - (acc.bits - 4) - (3 if hot else 0), -3 if hot else 0, 31))
+    if hot and rng.integers(0, 2):
+        acc_shift = 0  # exact products into a narrow accumulator (block 1: its unrounded fast path)
     acc_log = min(block_bits - acc_shift + 0.5 * np.log2(-(-products // block)), acc.bits - 1)
     shift = -round(acc_log) + 6 + rng.integers(-1, 2, out_c) + (3 if hot else 0)
     bias_max = int(2 ** min(acc_log - 1, acc.bits - 2))

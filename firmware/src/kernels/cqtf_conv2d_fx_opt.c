@@ -7,7 +7,8 @@
  * groups of 4 with SMLAD, the values before the first and after the last group one by one), then
  * flushed with the reference's rounding and saturation (cqtf_fx_opt.h). A group never straddles a
  * block: blocks that are multiples of 4 (and block 0) run on groups only; others, down to block 1,
- * stay exact through the scalar edges. Padding positions are zeros in the column: they keep their
+ * stay exact through the scalar edges; block 1 has a loop of its own (products in order, each
+ * flushed). Padding positions are zeros in the column: they keep their
  * place in the block.
  */
 #include "cqtf_conv2d_opt.h"
@@ -90,6 +91,46 @@ static void dot_2x2_fx_aligned(const cqtf_fx_opt_t *p, const int16_t *col, const
     }
 }
 
+/* Products of pixels a and b with rows w0 and w1 at one k, each its own block, in order. */
+static inline void step_block1(const cqtf_fx_opt_t *p, int32_t va, int32_t vb, int32_t wa, int32_t wb,
+                               int32_t acc[4], int exact)
+{
+    acc[0] = cqtf_fx_opt_flush1(p, acc[0], va * wa, exact);
+    acc[1] = cqtf_fx_opt_flush1(p, acc[1], vb * wa, exact);
+    acc[2] = cqtf_fx_opt_flush1(p, acc[2], va * wb, exact);
+    acc[3] = cqtf_fx_opt_flush1(p, acc[3], vb * wb, exact);
+}
+
+/* Block 1: the running accumulator saturates after every product, so products go in k order; a
+ * full group holds v0, v2, v1, v3 in its slots 0-3 (pixel b: 4-7). */
+static inline void dot_2x2_fx_block1(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0,
+                                     const int8_t *w1, uint32_t k_all, int32_t acc[4], int exact)
+{
+    const uint32_t k_full = k_all & ~3u;
+    int32_t s[4];
+    uint32_t k;
+
+    s[0] = acc[0];
+    s[1] = acc[1];
+    s[2] = acc[2];
+    s[3] = acc[3];
+    for (k = 0; k < k_full; k += 4u) {
+        const int16_t *const c = col + 2u * k;
+        step_block1(p, cqtf_load_s16(&c[0]), cqtf_load_s16(&c[4]), w0[k], w1[k], s, exact);
+        step_block1(p, cqtf_load_s16(&c[2]), cqtf_load_s16(&c[6]), w0[k + 1u], w1[k + 1u], s, exact);
+        step_block1(p, cqtf_load_s16(&c[1]), cqtf_load_s16(&c[5]), w0[k + 2u], w1[k + 2u], s, exact);
+        step_block1(p, cqtf_load_s16(&c[3]), cqtf_load_s16(&c[7]), w0[k + 3u], w1[k + 3u], s, exact);
+    }
+    for (; k < k_all; ++k) { /* natural order after the full groups */
+        step_block1(p, cqtf_load_s16(&col[k_full + k]), cqtf_load_s16(&col[k_full + k + 4u]), w0[k], w1[k], s,
+                    exact);
+    }
+    acc[0] = s[0];
+    acc[1] = s[1];
+    acc[2] = s[2];
+    acc[3] = s[3];
+}
+
 /* Any other block (1, 2, 3, 5, ...): groups where a block holds them, the edges one by one. */
 static void dot_2x2_fx_any(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t *w0,
                            const int8_t *w1, uint32_t k_all, int32_t acc[4])
@@ -112,6 +153,10 @@ static void dot_2x2_fx(const cqtf_fx_opt_t *p, const int16_t *col, const int8_t 
 {
     if ((p->block & 3u) == 0u || p->block == k_all) {
         dot_2x2_fx_aligned(p, col, w0, w1, k_all, acc);
+    } else if (p->block == 1u && p->exact1) {
+        dot_2x2_fx_block1(p, col, w0, w1, k_all, acc, 1);
+    } else if (p->block == 1u) {
+        dot_2x2_fx_block1(p, col, w0, w1, k_all, acc, 0);
     } else {
         dot_2x2_fx_any(p, col, w0, w1, k_all, acc);
     }

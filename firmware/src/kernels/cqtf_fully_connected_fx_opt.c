@@ -74,6 +74,21 @@ static inline void block_sums(const int8_t *x, const int8_t *w0, const int8_t *w
     }
 }
 
+/* Block 1: every product is its own block, flushed in order (exact: p->exact1, folded per call). */
+static inline void dot_2rows_block1(const cqtf_fx_opt_t *p, const int8_t *x, const int8_t *w0,
+                                    const int8_t *w1, uint32_t features, int32_t acc[2], int exact)
+{
+    int32_t a0 = acc[0], a1 = acc[1];
+    uint32_t k;
+
+    for (k = 0; k < features; ++k) {
+        a0 = cqtf_fx_opt_flush1(p, a0, (int32_t)x[k] * w0[k], exact);
+        a1 = cqtf_fx_opt_flush1(p, a1, (int32_t)x[k] * w1[k], exact);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
 /* Rows w0 and w1 (w1 may equal w0) against x, block by block, into acc[0] and acc[1]. Blocks that
  * are multiples of 4 (or one block) start on group boundaries: only the last one has a scalar tail. */
 static void dot_2rows_fx(const cqtf_fx_opt_t *p, const int8_t *x, const int8_t *w0, const int8_t *w1,
@@ -81,6 +96,15 @@ static void dot_2rows_fx(const cqtf_fx_opt_t *p, const int8_t *x, const int8_t *
 {
     const int aligned = (p->block & 3u) == 0u || p->block == features;
     uint32_t k0;
+
+    if (p->block == 1u && !aligned) {
+        if (p->exact1) {
+            dot_2rows_block1(p, x, w0, w1, features, acc, 1);
+        } else {
+            dot_2rows_block1(p, x, w0, w1, features, acc, 0);
+        }
+        return;
+    }
 
     for (k0 = 0; k0 < features; k0 += p->block) {
         const uint32_t k1 = (features - k0 > p->block) ? k0 + p->block : features;

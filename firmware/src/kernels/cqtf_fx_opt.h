@@ -29,6 +29,7 @@ typedef struct {
     uint8_t fast;       /* 1: shift 0, or shift > 0 and a floor-like block rounding */
     uint8_t out_mode;   /* output rounding (cqtf_rounding_t) */
     uint8_t out_fast;   /* 1: the output rounding is half up, floor or ceil */
+    uint8_t exact1;     /* 1: a one-product block passes unchanged (shift 0, |product| <= 2^14 <= hi) */
 } cqtf_fx_opt_t;
 
 /* 1 for the roundings that are floor((x + add) / 2^e) for an add of the low bits alone. */
@@ -73,6 +74,7 @@ static inline void cqtf_fx_opt_init(cqtf_fx_opt_t *p, const cqtf_quant_t *q, uin
     p->add = (p->shift > 0) ? cqtf_fx_opt_addend(p->mode, (uint32_t)p->shift) : 0u;
     p->out_mode = ar->out_rounding;
     p->out_fast = (uint8_t)cqtf_fx_opt_floor_like(p->out_mode);
+    p->exact1 = p->shift == 0 && p->hi >= (1 << 14);
 }
 
 /* clamp(acc + s, lo, hi) for acc, s in [lo, hi], never forming an out-of-range sum. */
@@ -101,6 +103,13 @@ static inline int32_t cqtf_fx_opt_block(const cqtf_fx_opt_t *p, int32_t sum)
 static inline int32_t cqtf_fx_opt_flush(const cqtf_fx_opt_t *p, int32_t acc, int32_t sum)
 {
     return cqtf_fx_opt_add(p, acc, cqtf_fx_opt_block(p, sum));
+}
+
+/* acc after a block of one product (block 1, e.g. fixed8-acc16: the accumulator saturates after every
+ * product). exact: p->exact1, a constant at each call so that the test folds away. */
+static inline int32_t cqtf_fx_opt_flush1(const cqtf_fx_opt_t *p, int32_t acc, int32_t product, int exact)
+{
+    return exact ? cqtf_fx_opt_add(p, acc, product) : cqtf_fx_opt_flush(p, acc, product);
 }
 
 /* Bias, output shift and clamp of a finished accumulator: cqtf_fx_finish without the flush. */
