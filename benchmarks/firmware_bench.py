@@ -84,16 +84,25 @@ def conv_bench_model() -> IntModel:
     return IntModel("conv_bench", "int8", (16, 16, 4), 0.05, 0, 0.2, 0, 10, [conv1, pool, conv2, fc])
 
 
-ZOO_MODELS = ("digits_cnn", "ds_cnn", "resnet_small")  # int8, trained on digits
+# Zoo models trained on digits, "name" (int8) or "name:profile"; digits_cnn:fixed8-blk32 measures the
+# optimized fixed-point kernels (the CQTF block accumulator) against their portable twins.
+ZOO_MODELS = ("digits_cnn", "ds_cnn", "resnet_small", "digits_cnn:fixed8-blk32")
+
+
+def _zoo_spec(spec: str) -> tuple[str, str]:
+    """("digits_cnn", "int8") from "digits_cnn", ("digits_cnn", "fixed8-blk32") from "digits_cnn:fixed8-blk32"."""
+    name, _, profile = spec.partition(":")
+    return name, profile or "int8"
 
 
 def prepare_models(work: Path, zoo_models=ZOO_MODELS) -> list[tuple[ModelDir, np.ndarray]]:
     """(model directory with a packed header, a few input samples) per benchmarked model."""
     prepared = []
-    for name in zoo_models:
-        model_dir = ModelDir(work / name)
+    for spec in zoo_models:
+        name, profile = _zoo_spec(spec)
+        model_dir = ModelDir(work / (name if profile == "int8" else f"{name}-{profile}"))
         if not model_dir.model.exists():
-            train_stage("digits", name, "int8", model_dir, (6, 3))  # numerics, not accuracy, matter here
+            train_stage("digits", name, profile, model_dir, (6, 3))  # numerics, not accuracy, matter here
         pack_stage(model_dir)
         prepared.append((model_dir, evaluation_split(model_dir.load_model(), "digits")[0][:REPEATS]))
     bench = ModelDir(work / "conv_bench")
@@ -172,6 +181,8 @@ def measure(board: str, elf: Path, model: IntModel, x: np.ndarray) -> dict:
 
 
 def tflm_arena(model: IntModel, x: np.ndarray) -> dict:
+    if model.arithmetic_profile.is_fixed:
+        return {"note": f"profile {model.profile} has no TFLite Micro equivalent"}
     if oracle.available():
         return {"note": oracle.available()}
     model_bytes = export_tflite(model)
@@ -186,14 +197,15 @@ def run(boards: list[str], work: Path, log=print, zoo_models=ZOO_MODELS) -> dict
     for model_dir, x in prepare_models(work, zoo_models):
         model = model_dir.load_model()
         macs = [layer_macs(layer) for layer in model.layers]
-        entry = {"model": model.name, "macs": sum(macs), "layer_macs": macs,
+        entry = {"model": model.name, "profile": model.profile, "macs": sum(macs), "layer_macs": macs,
                  "layers": [layer.kind for layer in model.layers], "cqtf_arena_bytes": None,
                  "tflm": tflm_arena(model, x), "boards": {}}
         for board in boards:
             row = {}
             for variant, flags in VARIANTS.items():
-                log(f"{model.name} on {board}, {variant}: build")
-                elf = build_firmware(board, model_dir.root, work / "build" / model.name / variant, extra_flags=flags)
+                log(f"{model.name} ({model.profile}) on {board}, {variant}: build")
+                elf = build_firmware(board, model_dir.root, work / "build" / model_dir.root.name / variant,
+                                     extra_flags=flags)
                 footprint = firmware_footprint(elf, model_dir.root)
                 counts = measure(board, elf, model, x)
                 peak = footprint["static_ram_bytes"] + counts["stack_used_bytes"] \
@@ -216,7 +228,8 @@ def render_markdown(results: dict) -> str:
              "counts (not cycles), both kernel builds side by side in one run.", ""]
     for entry in results["models"]:
         tflm = entry["tflm"]
-        lines += [f"## {entry['model']}: {entry['macs']} MACs ({', '.join(entry['layers'])})", "",
+        lines += [f"## {entry['model']} ({entry.get('profile', 'int8')}): {entry['macs']} MACs "
+                  f"({', '.join(entry['layers'])})", "",
                   f"cqtf arena (activations + scratch, planned): {entry['cqtf_arena_bytes']} bytes. "
                   + (f"TFLite Micro interpreter, same .tflite: smallest working arena_size "
                      f"{tflm['arena_size_min']} bytes (non-persistent {tflm['nonpersistent']}, persistent "
@@ -251,7 +264,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="build directory (default: a temporary one)")
     parser.add_argument("--models", nargs="*", default=list(ZOO_MODELS), choices=list(ZOO_MODELS),
-                        help="zoo models to benchmark (int8, digits) besides the synthetic conv_bench")
+                        help="zoo models to benchmark (digits; name or name:profile) besides the synthetic "
+                             "conv_bench")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cqtf-bench-")))

@@ -41,8 +41,12 @@ static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
         return cqtf_conv2d_pot4(layer, inputs[0], output);
     }
     if (fixed_point(layer)) {
+#if CQTF_KERNELS_OPTIMIZED
+        return cqtf_conv2d_fx_opt(ctx, layer, inputs[0], output);
+#else
         (void)ctx;
         return cqtf_conv2d_fx(layer, inputs[0], output);
+#endif
     }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_conv2d_s8_opt(ctx, layer, inputs[0], output);
@@ -67,7 +71,11 @@ static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_
         return cqtf_fully_connected_pot4(layer, inputs[0], output);
     }
     if (fixed_point(layer)) {
+#if CQTF_KERNELS_OPTIMIZED
+        return cqtf_fully_connected_fx_opt(layer, inputs[0], output);
+#else
         return cqtf_fully_connected_fx(layer, inputs[0], output);
+#endif
     }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_fully_connected_s8_opt(layer, inputs[0], output);
@@ -80,10 +88,17 @@ static cqtf_status_t op_depthwise_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer
                                          const int8_t *const *inputs, int8_t *output)
 {
     (void)ctx;
+#if CQTF_KERNELS_OPTIMIZED
+    if (fixed_point(layer)) {
+        return cqtf_depthwise_conv2d_fx_opt(layer, inputs[0], output);
+    }
+    return cqtf_depthwise_conv2d_s8_opt(layer, inputs[0], output);
+#else
     if (fixed_point(layer)) {
         return cqtf_depthwise_conv2d_fx(layer, inputs[0], output);
     }
     return cqtf_depthwise_conv2d_s8(layer, inputs[0], output);
+#endif
 }
 
 static cqtf_status_t op_avgpool2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,

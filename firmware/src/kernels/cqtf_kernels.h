@@ -166,6 +166,15 @@ static inline uint32_t cqtf_conv2d_s8_scratch_size(const cqtf_layer_t *layer)
 cqtf_status_t cqtf_fully_connected_s8_opt(const cqtf_layer_t *layer, const int8_t *input,
                                           int8_t *output);
 
+/* Optimized fixed-point CONV2D / FULLY_CONNECTED (same contract and outputs as cqtf_conv2d_fx and
+ * cqtf_fully_connected_fx): the int8 kernels' im2col and dual 16-bit MACs, each block of products
+ * summed exactly and flushed as the reference does. The conv needs the int8 conv's scratch
+ * (ctx->scratch_size >= cqtf_conv2d_s8_scratch_size(layer)), the fully connected layer none. */
+cqtf_status_t cqtf_conv2d_fx_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
+                                 const int8_t *input, int8_t *output);
+cqtf_status_t cqtf_fully_connected_fx_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                          int8_t *output);
+
 /* Power-of-two CONV2D / FULLY_CONNECTED (quant.arith->weight_kind == CQTF_WEIGHTS_POT4, requant
  * CQTF_REQUANT_SHIFT): weights are packed 4-bit codes (cqtf_types.h), each product a shift and a
  * negation; accumulation, bias and requantization exactly as the cqtf_*_fx kernels. */
@@ -178,6 +187,13 @@ cqtf_status_t cqtf_fully_connected_pot4(const cqtf_layer_t *layer, const int8_t 
  * them as zero products in the order ky, kx of each channel. Same tensor contract as the s8 kernels. */
 cqtf_status_t cqtf_depthwise_conv2d_s8(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
 cqtf_status_t cqtf_depthwise_conv2d_fx(const cqtf_layer_t *layer, const int8_t *input, int8_t *output);
+
+/* Optimized DEPTHWISE_CONV2D (same contract and outputs as the two above), no scratch: the window's
+ * in-range part once per output pixel, 4 channels per kernel position with 16-bit MACs. */
+cqtf_status_t cqtf_depthwise_conv2d_s8_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                           int8_t *output);
+cqtf_status_t cqtf_depthwise_conv2d_fx_opt(const cqtf_layer_t *layer, const int8_t *input,
+                                           int8_t *output);
 
 /* AVGPOOL2D: mean of the in-range positions of each window (padding is not counted), rounded as
  * cqtf_types.h says, clamped to act_min/act_max; out.c == in.c, every window overlaps the input.

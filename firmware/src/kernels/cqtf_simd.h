@@ -64,6 +64,18 @@ static inline int32_t cqtf_smlad(uint32_t a, uint32_t b, int32_t acc)
     return __smlad((int16x2_t)a, (int16x2_t)b, acc);
 }
 
+/* acc + lo(a) * lo(b) */
+static inline int32_t cqtf_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+
+/* acc + hi(a) * hi(b) */
+static inline int32_t cqtf_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
+
 /* bytes 0 and 2 of x, sign-extended to the low and high lanes */
 static inline uint32_t cqtf_sxtb16(uint32_t x)
 {
@@ -119,6 +131,16 @@ static inline int32_t cqtf_byte(uint32_t x, uint32_t i)
 static inline int32_t cqtf_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     return acc + cqtf_lane_lo(a) * cqtf_lane_lo(b) + cqtf_lane_hi(a) * cqtf_lane_hi(b);
+}
+
+static inline int32_t cqtf_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + cqtf_lane_lo(a) * cqtf_lane_lo(b);
+}
+
+static inline int32_t cqtf_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + cqtf_lane_hi(a) * cqtf_lane_hi(b);
 }
 
 static inline uint32_t cqtf_sxtb16(uint32_t x)
