@@ -59,11 +59,18 @@ assert all(ZOO_DATASETS[m] == d for d, m in DATASETS.items())
 PROGRESS = "comparison.progress.jsonl"
 
 
-def unavailable_frameworks() -> dict[str, str]:
-    """Framework id -> why its package does not import (only the optional extras can be missing)."""
-    from cqtf.compare import brevitas_qat, tf_qat
+def unavailable_frameworks(candidates) -> dict[str, str]:
+    """Framework id -> why its package does not import, for the candidates (only the optional extras can be
+    missing; TensorFlow is imported only when tf-qat is a candidate: it takes seconds)."""
+    missing = {}
+    if "tf-qat" in candidates:
+        from cqtf.compare import tf_qat
 
-    missing = {"tf-qat": tf_qat.available(), "brevitas": brevitas_qat.available()}
+        missing["tf-qat"] = tf_qat.available()
+    if "brevitas" in candidates:
+        from cqtf.compare import brevitas_qat
+
+        missing["brevitas"] = brevitas_qat.available()
     return {k: v for k, v in missing.items() if v is not None}
 
 
@@ -182,7 +189,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(11, 3.8 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(13, 3.8 * len(datasets)), squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets):
         sub = [r for r in rows if r["dataset"] == dataset]
         profiles = list(dict.fromkeys(r["profile"] for r in sub))
@@ -205,7 +212,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_ylim(max(low, 0), 100)
         ax.set_ylabel("deployed accuracy %")
         ax.set_title(f"{dataset}: accuracy on the emulated device (bars) and at training time (ticks)")
-        ax.legend(loc="lower left", fontsize=7, ncol=3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -255,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help=f"continue from OUT/{PROGRESS}")
     args = parser.parse_args(argv)
     try:
-        frameworks, notes = select_frameworks(args.frameworks, unavailable_frameworks())
+        frameworks, notes = select_frameworks(args.frameworks,
+                                             unavailable_frameworks(args.frameworks or FRAMEWORK_IDS))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,3 +135,5 @@ def test_markdown_bolds_the_best_and_holds_the_summary():
     assert any("| 55.00 |" in line for line in table_lines)
     assert "## Where each framework loses" in text
     assert "| digits | float + torch.ao PTQ | fixed8-blk32 | 55.00 | 41.00 | +42.50 |" in text
+    assert "| digits | cqtf | none: the best on every profile |" in text
+    assert "| mnist1d | cqtf | int8 | 90.00 | 3.00 |" in text

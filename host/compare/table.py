@@ -179,6 +179,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
               "| data set | framework | worst profile | deployed % | behind the best (points) | own gap there (points) "
               "| largest own gap (points, profile) |", "|---|---|---|---:|---:|---:|---|"]
     for s in loss_summary(rows):
+        if s["behind_best"] <= 0:
+            lines.append(f"| {s['dataset']} | {_label(s['framework_id'])} | none: the best on every profile | | 0.00 "
+                         f"| | {100 * s['largest_gap']:+.2f} ({s['largest_gap_profile']}) |")
+            continue
         lines.append(f"| {s['dataset']} | {_label(s['framework_id'])} | {s['worst_profile']} | "
                      f"{_pct(s['deployed_accuracy'])} | {100 * s['behind_best']:.2f} | {100 * s['gap']:+.2f} | "
                      f"{100 * s['largest_gap']:+.2f} ({s['largest_gap_profile']}) |")
