@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare_frameworks.py [--quick] [--board mps2-an386] [--out results]
         [--datasets digits mnist1d] [--profiles ...] [--frameworks ptq torch-ao-qat tf-qat brevitas cqtf]
-        [--merge] [--resume]
+        [--merge] [--resume] [--render-only]
 
 For each data set (digits, MNIST-1D) the zoo architecture made for it is trained by
   - float training + torch.ao post-training static quantization (PyTorch's x86 defaults),
@@ -229,7 +229,7 @@ def _load_table(path: Path) -> dict:
         table = json.loads(path.read_text())
         table["rows"], table["meta"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SystemExit(f"error: cannot merge into {path}: {e}")
+        raise SystemExit(f"error: cannot read the table {path}: {e}")
     return table
 
 
@@ -260,7 +260,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the rows of the same data set/profile/framework in OUT/comparison.json, "
                              "keep the others")
     parser.add_argument("--resume", action="store_true", help=f"continue from OUT/{PROGRESS}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite OUT/comparison.md and .png from OUT/comparison.json")
     args = parser.parse_args(argv)
+    if args.render_only:
+        table = _load_table(args.out / "comparison.json")
+        _write(args.out / "comparison.md", markdown(table["rows"], table["meta"]))
+        _plot(table["rows"], args.out / "comparison.png")
+        print(f"wrote {args.out / 'comparison.md'}", file=sys.stderr)
+        return 0
     try:
         frameworks, notes = select_frameworks(args.frameworks,
                                              unavailable_frameworks(args.frameworks or FRAMEWORK_IDS))
