@@ -160,7 +160,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
                   "(moving averages of min/max, narrower than the float network's, e.g. 7 where the float ReLU output "
                   "reaches 18 on digits) and trains the weights for that clipping; float weights do not carry it, "
                   "and the converter calibrates on the float network's full ranges, so the deployed network computes "
-                  "a somewhat different function (the same holds less strongly for the other QAT rows).", ""]
+                  "a somewhat different function.", ""]
     if meta.get("epochs"):
         lines += [f"Budget: {meta['epochs'][0]} float epochs, then {meta['epochs'][1]} quantized (QAT or "
                   f"device-exact) epochs{' (--quick)' if meta.get('quick') else ''}; same initial network for all.",
