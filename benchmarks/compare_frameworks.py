@@ -289,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    if progress_path.exists() and not args.resume:  # an interrupted run's rows: kept aside, not overwritten
+        kept = progress_path.with_name(progress_path.name + ".old")
+        os.replace(progress_path, kept)
+        print(f"an earlier run's progress moved to {kept} (--resume continues such a run)", file=sys.stderr)
     rows = _load_progress(progress_path, meta) if args.resume else []
     done = {row_key(r) for r in rows}
     if rows:
