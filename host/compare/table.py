@@ -155,12 +155,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "cqtf's calibrate-and-export (cqtf.compare.to_profile), as a user of that framework would have to. "
              "TFLM: the tflite-micro interpreter on the framework's own .tflite (TF-MOT) or on cqtf's .tflite "
              "export of the deployed integers (the others), int8 only.", ""]
-    if any(framework_id(r) == "tf-qat" and r["profile"] != "int8" for r in rows):
-        lines += ["TF-MOT's float weights on the fixed-point profiles: its QAT clips each activation to a learned range "
-                  "(moving averages of min/max, narrower than the float network's, e.g. 7 where the float ReLU output "
-                  "reaches 18 on digits) and trains the weights for that clipping; float weights do not carry it, "
-                  "and the converter calibrates on the float network's full ranges, so the deployed network computes "
-                  "a somewhat different function.", ""]
     if meta.get("epochs"):
         lines += [f"Budget: {meta['epochs'][0]} float epochs, then {meta['epochs'][1]} quantized (QAT or "
                   f"device-exact) epochs{' (--quick)' if meta.get('quick') else ''}; same initial network for all.",
