@@ -1,25 +1,38 @@
 """Deployed accuracy of the frameworks people use, against cqtf, measured on the emulated device.
 
     .venv/bin/python benchmarks/compare_frameworks.py [--quick] [--board mps2-an386] [--out results]
+        [--datasets digits mnist1d] [--profiles ...] [--frameworks ptq torch-ao-qat tf-qat brevitas cqtf]
+        [--merge] [--resume] [--render-only]
 
 For each data set (digits, MNIST-1D) the zoo architecture made for it is trained by
   - float training + torch.ao post-training static quantization (PyTorch's x86 defaults),
   - float training + torch.ao quantization-aware training (eager mode, x86 default QAT config),
+  - TensorFlow Model Optimization QAT, converted to a full-int8 .tflite (extra `.[tf]`),
+  - Brevitas int8 QAT (extra `.[brevitas]`),
   - cqtf, training with the device's exact arithmetic,
 each with the same budget (40 float epochs, then 20 quantized ones) and the same initial network. Each
-model is deployed on each device profile: PyTorch's own int8 conversion for the int8 device; for the
-fixed-point devices, which PyTorch does not model, its trained float weights converted by cqtf's
+model is deployed on each device profile: the framework's own int8 conversion for the int8 device; for the
+fixed-point devices, which those frameworks do not model, its trained float weights converted by cqtf's
 calibrate-and-export (cqtf.compare.to_profile). The integers are packed for cqtf's firmware, which
 runs every test sample on the emulated board. Rows: the accuracy the
 framework shows at training time, the deployed (device) accuracy, the gap, the share of samples whose
 device prediction differs from the training-time prediction, and whether the device equals cqtf's host
 simulation bit for bit (it must, for every row: the firmware is the same).
-Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png.
+On int8 the tflite-micro interpreter also runs each model's .tflite (TF-MOT's own; cqtf's export of the
+deployed integers for the others): its accuracy and the samples where it differs from the device.
+
+--frameworks picks what runs (default: every framework whose package imports; each one skipped is named
+on stderr). --merge replaces, in an existing OUT/comparison.json, the rows of the same data set, profile
+and framework and keeps the others (`--frameworks cqtf --merge` reruns cqtf alone); it refuses a table
+of another board or training budget. Rows are appended to OUT/comparison.progress.jsonl as they are
+measured; --resume continues an interrupted run from it (same settings), skipping the rows it holds.
+Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png (whole files, replaced at the end).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,17 +43,74 @@ import numpy as np
 from cqtf import reference
 from cqtf.compare.deploy import deploy_and_validate
 from cqtf.compare.framework_model import FrameworkModel
+from cqtf.compare.table import FRAMEWORK_IDS, FRAMEWORKS, framework_id, markdown, merge_meta, merge_rows, row_key, \
+    select_frameworks, sort_rows
 from cqtf.compare.to_profile import deploy_float_params
-from cqtf.compare.torch_ao import train_torch_ao_ptq, train_torch_ao_qat
 from cqtf.data import load_dataset
 from cqtf.pipeline import ModelDir, evaluation_split, train_stage
 from cqtf.train.model import ZOO_DATASETS
 
 DATASETS = {"digits": "digits_cnn", "mnist1d": "mnist1d_cnn"}
 # Device arithmetic the rows are deployed on: TFLM-compatible int8 (double rounding), 8-bit Q formats with a
-# 16-bit saturating accumulator, the CQTF authors' block-32 accumulation, and a plain floor shift.
-PROFILES = ["int8", "fixed8-acc16", "fixed8-blk32", "fixed8-floor"]
+# 16-bit saturating accumulator, the CQTF authors' block-32 accumulation, a plain floor shift, and 4-bit
+# power-of-two weights (shifts instead of multiplies) with 8-bit Q activations.
+PROFILES = ["int8", "fixed8-acc16", "fixed8-blk32", "fixed8-floor", "pot4"]
 assert all(ZOO_DATASETS[m] == d for d, m in DATASETS.items())
+PROGRESS = "comparison.progress.jsonl"
+
+
+def unavailable_frameworks(candidates) -> dict[str, str]:
+    """Framework id -> why its package does not import, for the candidates (only the optional extras can be
+    missing; TensorFlow is imported only when tf-qat is a candidate: it takes seconds)."""
+    missing = {}
+    if "tf-qat" in candidates:
+        from cqtf.compare import tf_qat
+
+        missing["tf-qat"] = tf_qat.available()
+    if "brevitas" in candidates:
+        from cqtf.compare import brevitas_qat
+
+        missing["brevitas"] = brevitas_qat.available()
+    return {k: v for k, v in missing.items() if v is not None}
+
+
+def versions(frameworks: list[str]) -> dict[str, str]:
+    import torch
+
+    out = {"torch": torch.__version__}
+    if "tf-qat" in frameworks:
+        from cqtf.compare import tf_qat
+
+        out["tf-qat"] = tf_qat.version()
+    if "brevitas" in frameworks:
+        from cqtf.compare import brevitas_qat
+
+        out["brevitas"] = brevitas_qat.version()
+    from cqtf import oracle
+
+    out["tflite-micro"] = oracle.version()
+    return {k: v for k, v in out.items() if v}
+
+
+def _trainer(fid: str, model: str, float_epochs: int, quant_epochs: int):
+    """data -> FrameworkModel for a framework trained once per data set (all but cqtf)."""
+    if fid == "ptq":
+        from cqtf.compare.torch_ao import train_torch_ao_ptq
+
+        return lambda data: train_torch_ao_ptq(data, model, float_epochs)
+    if fid == "torch-ao-qat":
+        from cqtf.compare.torch_ao import train_torch_ao_qat
+
+        return lambda data: train_torch_ao_qat(data, model, float_epochs, quant_epochs)
+    if fid == "tf-qat":
+        from cqtf.compare.tf_qat import train_tf_qat
+
+        return lambda data: train_tf_qat(data, model, float_epochs, quant_epochs)
+    if fid == "brevitas":
+        from cqtf.compare.brevitas_qat import train_brevitas_qat
+
+        return lambda data: train_brevitas_qat(data, model, float_epochs, quant_epochs)
+    raise ValueError(fid)
 
 
 def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workdir: Path) -> FrameworkModel:
@@ -53,43 +123,63 @@ def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workd
 
 
 def _on_profile(framework: FrameworkModel, dataset: str, profile: str) -> FrameworkModel:
-    """The framework's model for a device of `profile`: its own int8 conversion, else converted by cqtf."""
+    """The framework's model for a device of `profile`: its own int8 conversion, else its float weights
+    converted by cqtf's calibrate-and-export. ValueError when the framework gave no float weights."""
     if profile == "int8":
         return framework
+    if framework.float_params is None:
+        raise ValueError(f"{framework.framework} gave no float weights: it cannot be deployed on {profile}")
     int_model = deploy_float_params(framework.float_params, framework.int_model.name, dataset, profile)
     return FrameworkModel(framework.framework, framework.training_accuracy, framework.predictions, int_model,
                           framework.framework_int8_accuracy, framework.float_params)
 
 
-def _row(dataset: str, profile: str, framework: FrameworkModel, board: str, workdir: Path, seconds: float) -> dict:
+def _tflm(framework: FrameworkModel, x_test: np.ndarray, y_test: np.ndarray, device_outputs: np.ndarray) -> dict:
+    """The tflite-micro interpreter on the int8 model's .tflite: the framework's own (TF-MOT), else cqtf's
+    export of the deployed integers. Accuracy and samples whose output differs from the device's."""
+    from cqtf import oracle
+
+    if oracle.available() is not None:
+        return {"tflm_note": oracle.available()}
+    model_bytes = getattr(framework, "tflite", None)
+    source = "framework's .tflite"
+    if model_bytes is None:
+        from cqtf.tflite_export import ExportError, export_tflite
+
+        source = "cqtf export"
+        try:
+            model_bytes = export_tflite(framework.int_model)
+        except ExportError as e:
+            return {"tflm_note": f"no .tflite: {e}"}
+    outputs = oracle.run_tflm(model_bytes, x_test)
+    return {"tflite_source": source,
+            "tflm_accuracy": float((reference.predict(outputs) == y_test).mean()),
+            "tflm_mismatched_vs_device": int(np.any(outputs != device_outputs, axis=1).sum())}
+
+
+WEIGHTS = {"own": "the framework's own int8 conversion", "float": "its float weights, cqtf calibrate+export",
+           "cqtf": "cqtf device-exact training"}
+
+
+def _row(dataset: str, profile: str, fid: str, framework: FrameworkModel, board: str, workdir: Path,
+         seconds: float, epochs: tuple[int, int]) -> dict:
     x_test, y_test = evaluation_split(framework.int_model, dataset)
     result = deploy_and_validate(framework.int_model, x_test, y_test, board, workdir)
     deployed = result.device_accuracy
-    return {
+    row = {
         "dataset": dataset, "model": framework.int_model.name, "profile": profile, "framework": framework.framework,
+        "framework_id": fid,
+        "deployed_weights": WEIGHTS["cqtf" if fid == "cqtf" else "own" if profile == "int8" else "float"],
         "training_accuracy": framework.training_accuracy, "deployed_accuracy": deployed,
         "gap": framework.training_accuracy - deployed,
         "prediction_changed_share": float((result.device_predictions != framework.predictions).mean()),
         "framework_int8_host_accuracy": framework.framework_int8_accuracy,
         "device_equals_host_simulation": int(result.mismatched.sum()) == 0,
-        "samples": result.samples, "board": board, "train_seconds": round(seconds, 1),
+        "samples": result.samples, "board": board, "train_seconds": round(seconds, 1), "epochs": list(epochs),
     }
-
-
-def _markdown(rows: list[dict], board: str) -> str:
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    lines = [f"# Deployed accuracy: frameworks vs cqtf (emulated {board})", "",
-             "Training-time accuracy is what each framework shows while training (float for PTQ, the "
-             "fake-quantized network for QAT, the exact device simulation for cqtf); deployed is measured on "
-             "the emulated device, every test sample. Gap = training - deployed, in points.", "",
-             "| data set | device profile | framework | training % | deployed % | gap (points) | predictions changed % "
-             "| framework's own int8 on host % | device = host sim |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['dataset']} | {r['profile']} | {r['framework']} | {pct(r['training_accuracy'])} | "
-                     f"{pct(r['deployed_accuracy'])} | {100 * r['gap']:+.2f} | {pct(r['prediction_changed_share'])} | "
-                     f"{pct(r['framework_int8_host_accuracy'])} | {'yes' if r['device_equals_host_simulation'] else 'NO'} |")
-    return "\n".join(lines) + "\n"
+    if profile == "int8":
+        row.update(_tflm(framework, x_test, y_test, result.device_outputs))
+    return row
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -98,19 +188,63 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['dataset']}\n{r['framework']}\n{r['profile']}" for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4.5))
-    ax.bar(x - 0.2, [100 * r["training_accuracy"] for r in rows], 0.4, label="at training time")
-    ax.bar(x + 0.2, [100 * r["deployed_accuracy"] for r in rows], 0.4, label="deployed (emulated device)")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("accuracy %")
-    ax.set_ylim(min(100 * min(r["deployed_accuracy"] for r in rows) - 5, 90), 100)
-    ax.legend(loc="lower right")
-    ax.set_title("Training-time vs deployed accuracy")
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(13, 3.8 * len(datasets)), squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        profiles = list(dict.fromkeys(r["profile"] for r in sub))
+        fids = [f for f in FRAMEWORK_IDS if any(framework_id(r) == f for r in sub)]
+        width = 0.8 / max(len(fids), 1)
+        for j, fid in enumerate(fids):
+            xs, deployed, training = [], [], []
+            for i, profile in enumerate(profiles):
+                match = [r for r in sub if r["profile"] == profile and framework_id(r) == fid]
+                if match:
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    deployed.append(100 * match[0]["deployed_accuracy"])
+                    training.append(100 * match[0]["training_accuracy"])
+            label = next((f.label for f in FRAMEWORKS if f.id == fid), fid)
+            ax.bar(xs, deployed, width, label=label)
+            ax.scatter(xs, training, marker="_", s=120, color="black", zorder=3,
+                       label="at training time" if j == 0 else None)
+        ax.set_xticks(range(len(profiles)), profiles)
+        low = min(100 * min(r["deployed_accuracy"] for r in sub) - 5, 85)
+        ax.set_ylim(max(low, 0), 100)
+        ax.set_ylabel("deployed accuracy %")
+        ax.set_title(f"{dataset}: accuracy on the emulated device (bars) and at training time (ticks)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_table(path: Path) -> dict:
+    try:
+        table = json.loads(path.read_text())
+        table["rows"], table["meta"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: cannot read the table {path}: {e}")
+    return table
+
+
+def _load_progress(path: Path, meta: dict) -> list[dict]:
+    """Rows of an interrupted run with the same settings (the file's first line is its meta)."""
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not lines or "meta" not in lines[0]:
+        raise SystemExit(f"error: {path} is not a progress file of this benchmark")
+    old = lines[0]["meta"]
+    for key in ("board", "epochs", "quick"):
+        if old.get(key) != meta[key]:
+            raise SystemExit(f"error: {path} was written with {key} {old.get(key)!r}, this run has {meta[key]!r}")
+    return [line["row"] for line in lines[1:] if "row" in line]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,35 +254,96 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short training (4 + 2 epochs), for a smoke run")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--profiles", nargs="+", default=PROFILES)
+    parser.add_argument("--frameworks", nargs="+", default=None, metavar="NAME",
+                        help=f"of {', '.join(FRAMEWORK_IDS)} (default: every one whose package imports)")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace the rows of the same data set/profile/framework in OUT/comparison.json, "
+                             "keep the others")
+    parser.add_argument("--resume", action="store_true", help=f"continue from OUT/{PROGRESS}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite OUT/comparison.md and .png from OUT/comparison.json")
     args = parser.parse_args(argv)
+    if args.render_only:
+        table = _load_table(args.out / "comparison.json")
+        _write(args.out / "comparison.md", markdown(table["rows"], table["meta"]))
+        _plot(table["rows"], args.out / "comparison.png")
+        print(f"wrote {args.out / 'comparison.md'}", file=sys.stderr)
+        return 0
+    try:
+        frameworks, notes = select_frameworks(args.frameworks,
+                                             unavailable_frameworks(args.frameworks or FRAMEWORK_IDS))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(note, file=sys.stderr)
     float_epochs, quant_epochs = (4, 2) if args.quick else (40, 20)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="cqtf-compare-") as tmp:
-        workdir = Path(tmp)
-        for dataset in args.datasets:
-            model = DATASETS[dataset]
-            data = load_dataset(dataset)
-            others = []
-            for trainer in (lambda: train_torch_ao_ptq(data, model, float_epochs),
-                            lambda: train_torch_ao_qat(data, model, float_epochs, quant_epochs)):
-                started = time.perf_counter()
-                others.append((trainer(), time.perf_counter() - started))
-            for profile in args.profiles:
-                candidates = [(_on_profile(f, dataset, profile), s) for f, s in others]
-                started = time.perf_counter()
-                candidates.append((_cqtf(dataset, model, profile, (float_epochs, quant_epochs), workdir),
-                                   time.perf_counter() - started))
-                for i, (framework, seconds) in enumerate(candidates):
-                    row = _row(dataset, profile, framework, args.board, workdir / f"{dataset}-{profile}-{i}", seconds)
-                    rows.append(row)
-                    print(f"{dataset:8s} {profile:13s} {row['framework']:22s} training {row['training_accuracy']:.4f} "
-                          f"deployed {row['deployed_accuracy']:.4f} gap {row['gap']:+.4f}", file=sys.stderr, flush=True)
+    epochs = (float_epochs, quant_epochs)
+    meta = {"board": args.board, "epochs": list(epochs), "quick": args.quick, "datasets": args.datasets,
+            "profiles": args.profiles, "frameworks": frameworks, "versions": versions(frameworks)}
+    table_path, progress_path = args.out / "comparison.json", args.out / PROGRESS
+    if args.merge and table_path.exists():  # refuse an incompatible table now, not after an hour of training
+        try:
+            merge_meta(_load_table(table_path)["meta"], meta)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"board": args.board, "epochs": [float_epochs, quant_epochs], "quick": args.quick,
-            "profiles": args.profiles}
-    (args.out / "comparison.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / "comparison.md").write_text(_markdown(rows, args.board))
+    if progress_path.exists() and not args.resume:  # an interrupted run's rows: kept aside, not overwritten
+        kept = progress_path.with_name(progress_path.name + ".old")
+        os.replace(progress_path, kept)
+        print(f"an earlier run's progress moved to {kept} (--resume continues such a run)", file=sys.stderr)
+    rows = _load_progress(progress_path, meta) if args.resume else []
+    done = {row_key(r) for r in rows}
+    if rows:
+        print(f"resuming: {len(rows)} rows from {progress_path}", file=sys.stderr)
+    with open(progress_path, "a" if args.resume else "w") as progress:
+        if not rows:
+            progress.write(json.dumps({"meta": meta}) + "\n")
+
+        def record(row: dict) -> None:
+            rows.append(row)
+            progress.write(json.dumps({"row": row}) + "\n")
+            progress.flush()
+            print(f"{row['dataset']:8s} {row['profile']:13s} {row['framework']:22s} training "
+                  f"{row['training_accuracy']:.4f} deployed {row['deployed_accuracy']:.4f} gap {row['gap']:+.4f}"
+                  + (f" tflm {row['tflm_accuracy']:.4f} tflm!=device {row['tflm_mismatched_vs_device']}"
+                     if "tflm_accuracy" in row else ""), file=sys.stderr, flush=True)
+
+        with tempfile.TemporaryDirectory(prefix="cqtf-compare-") as tmp:
+            workdir = Path(tmp)
+            for dataset in args.datasets:
+                model = DATASETS[dataset]
+                data = None
+                for fid in frameworks:
+                    todo = [p for p in args.profiles if (dataset, p, fid) not in done]
+                    if not todo:
+                        continue
+                    if fid == "cqtf":
+                        for profile in todo:
+                            started = time.perf_counter()
+                            framework = _cqtf(dataset, model, profile, epochs, workdir)
+                            record(_row(dataset, profile, fid, framework, args.board,
+                                        workdir / f"{dataset}-{profile}-{fid}", time.perf_counter() - started,
+                                        epochs))
+                        continue
+                    data = data or load_dataset(dataset)
+                    started = time.perf_counter()
+                    trained = _trainer(fid, model, float_epochs, quant_epochs)(data)
+                    seconds = time.perf_counter() - started
+                    for profile in todo:
+                        record(_row(dataset, profile, fid, _on_profile(trained, dataset, profile), args.board,
+                                    workdir / f"{dataset}-{profile}-{fid}", seconds, epochs))
+    rows = sort_rows(rows, args.datasets, args.profiles)
+    if args.merge and table_path.exists():
+        old = _load_table(table_path)
+        meta = merge_meta(old["meta"], meta)
+        rows = merge_rows(old["rows"], rows, meta["datasets"], meta["profiles"])
+        print(f"merged into {table_path}: {len(rows)} rows", file=sys.stderr)
+    _write(table_path, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    _write(args.out / "comparison.md", markdown(rows, meta))
     _plot(rows, args.out / "comparison.png")
+    progress_path.unlink(missing_ok=True)
     print(f"wrote {args.out / 'comparison.md'}", file=sys.stderr)
     return 0
 

@@ -100,3 +100,19 @@ def test_float_weights_deploy_on_a_fixed_point_device_without_losing_the_functio
     x_test, y_test = evaluation_split(model, "digits")
     accuracy = float((reference.predict(reference.run(model, x_test)) == y_test).mean())
     assert accuracy >= framework.training_accuracy - 0.05, (accuracy, framework.training_accuracy)
+
+
+def test_float_weights_deploy_on_pot4_as_power_of_two_weights(converted_qat):
+    """pot4: the converter's weights are all 0 or +-2^e (e <= 6) and the network still classifies."""
+    from cqtf import pow2
+    from cqtf.compare.to_profile import deploy_float_params
+    from cqtf.pipeline import evaluation_split
+
+    _, _, framework = converted_qat
+    model = deploy_float_params(framework.float_params, "digits_cnn", "digits", "pot4")
+    assert model.profile == "pot4"
+    weights = [layer.weights for layer in model.layers if layer.weights is not None]
+    assert len(weights) == 3 and all(pow2.is_power_of_two(w, 6).all() for w in weights)
+    x_test, y_test = evaluation_split(model, "digits")
+    accuracy = float((reference.predict(reference.run(model, x_test)) == y_test).mean())
+    assert accuracy >= framework.training_accuracy - 0.10, (accuracy, framework.training_accuracy)
