@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare_frameworks.py [--quick] [--board mps2-an386] [--out results]
         [--datasets digits mnist1d] [--profiles ...] [--frameworks ptq torch-ao-qat tf-qat brevitas cqtf]
-        [--merge] [--resume] [--render-only]
+        [--merge] [--resume] [--reuse-cqtf DIR] [--render-only]
 
 For each data set (digits, MNIST-1D) the zoo architecture made for it is trained by
   - float training + torch.ao post-training static quantization (PyTorch's x86 defaults),
@@ -113,9 +113,32 @@ def _trainer(fid: str, model: str, float_epochs: int, quant_epochs: int):
     raise ValueError(fid)
 
 
-def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workdir: Path) -> FrameworkModel:
-    model_dir = ModelDir(workdir / f"cqtf-{dataset}-{profile}")
-    summary = train_stage(dataset, model, profile, model_dir, epochs)
+def _trained_before(reuse: Path | None, dataset: str, model: str, profile: str,
+                   epochs: tuple[int, int]) -> tuple[ModelDir, dict] | None:
+    """A cqtf model trained with these settings under REUSE/DATASET/PROFILE (profiles_accuracy.py's --work
+    layout), with its train.json; None when there is none or its settings differ."""
+    if reuse is None:
+        return None
+    model_dir = ModelDir(reuse / dataset / profile)
+    try:
+        summary = json.loads(model_dir.train_json.read_text())
+        config = summary["config"]
+        same = (summary["dataset"], config["model"], config["profile"],
+                (config["float_epochs"], config["quant_epochs"])) == (dataset, model, profile, tuple(epochs))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return (model_dir, summary) if same and model_dir.model.exists() else None
+
+
+def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workdir: Path,
+          reuse: Path | None = None) -> FrameworkModel:
+    found = _trained_before(reuse, dataset, model, profile, epochs)
+    if found:
+        model_dir, summary = found
+        print(f"cqtf {dataset} {profile}: the model trained in {model_dir.root}", file=sys.stderr)
+    else:
+        model_dir = ModelDir(workdir / f"cqtf-{dataset}-{profile}")
+        summary = train_stage(dataset, model, profile, model_dir, epochs)
     int_model = model_dir.load_model()
     x_test, _ = evaluation_split(int_model, dataset)
     predictions = reference.predict(reference.run(int_model, x_test))
@@ -260,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the rows of the same data set/profile/framework in OUT/comparison.json, "
                              "keep the others")
     parser.add_argument("--resume", action="store_true", help=f"continue from OUT/{PROGRESS}")
+    parser.add_argument("--reuse-cqtf", type=Path, default=None, metavar="DIR",
+                        help="take cqtf models trained with the same budget from DIR/DATASET/PROFILE (the --work "
+                             "directory of profiles_accuracy.py) instead of training them again")
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite OUT/comparison.md and .png from OUT/comparison.json")
     args = parser.parse_args(argv)
@@ -322,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                     if fid == "cqtf":
                         for profile in todo:
                             started = time.perf_counter()
-                            framework = _cqtf(dataset, model, profile, epochs, workdir)
+                            framework = _cqtf(dataset, model, profile, epochs, workdir, args.reuse_cqtf)
                             record(_row(dataset, profile, fid, framework, args.board,
                                         workdir / f"{dataset}-{profile}-{fid}", time.perf_counter() - started,
                                         epochs))
