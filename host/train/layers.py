@@ -167,19 +167,24 @@ def _pad_blocks(t: torch.Tensor, dim: int, block: int) -> torch.Tensor:
 def _saturating_accumulate(sums: np.ndarray, acc_shift: int, acc_spec) -> tuple[np.ndarray, np.ndarray]:
     """The device's accumulator over block sums (J, ...): each rounded by acc_shift and saturated, the
     running sum saturated after every block. Returns (accumulator, where anything saturated). Where no
-    prefix sum leaves the range, saturating after each block is the plain sum: one cumsum; only
-    otherwise the blocks are walked one by one."""
-    s = round_shift(sums, acc_shift, acc_spec.block_rounding)
-    s_sat = saturate(s, acc_spec.bits)
+    prefix sum leaves the range, saturating after each block is the plain sum (one cumsum); only the
+    outputs whose prefix sums leave it are walked block by block."""
+    s = round_shift(sums, acc_shift, acc_spec.block_rounding) if acc_shift != 0 else sums
+    s_sat = np.clip(s, acc_spec.min, acc_spec.max)
     saturated = (s_sat != s).any(axis=0)
     prefix = np.cumsum(s_sat, axis=0)
-    if ((prefix >= acc_spec.min) & (prefix <= acc_spec.max)).all():
-        return prefix[-1], saturated
-    acc = np.zeros(sums.shape[1:], dtype=np.int64)
-    for block_sum in s_sat:
-        total = acc + block_sum
-        acc = saturate(total, acc_spec.bits)
-        saturated |= acc != total
+    acc = prefix[-1].copy()
+    leaves = ((prefix < acc_spec.min) | (prefix > acc_spec.max)).any(axis=0)
+    if leaves.any():
+        walked = s_sat[:, leaves]  # (J, M): only the M outputs that need it
+        running = np.zeros(walked.shape[1], dtype=np.int64)
+        clipped = np.zeros(walked.shape[1], dtype=bool)
+        for block_sum in walked:
+            total = running + block_sum
+            running = np.clip(total, acc_spec.min, acc_spec.max)
+            clipped |= running != total
+        acc[leaves] = running
+        saturated[leaves] |= clipped
     return acc, saturated
 
 
@@ -329,7 +334,7 @@ class QuantLayer(nn.Module):
         cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
         # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-        sums = self.block_sums(cols, w_dev, acc_spec.block or w_dev.shape[1]).round().long().numpy()
+        sums = self.block_sums(cols, w_dev, acc_spec.block or w_dev.shape[1]).long().numpy()  # exact integers already
         acc, block_saturated = _saturating_accumulate(sums, p.acc_shift, acc_spec)
         biased = acc + p.bias.numpy()[None, :, None]
         acc = saturate(biased, acc_spec.bits)
