@@ -170,18 +170,21 @@ def _saturating_accumulate(sums: np.ndarray, acc_shift: int, acc_spec) -> tuple[
     prefix sum leaves the range, saturating after each block is the plain sum (one cumsum); only the
     outputs whose prefix sums leave it are walked block by block."""
     s = round_shift(sums, acc_shift, acc_spec.block_rounding) if acc_shift != 0 else sums
-    s_sat = np.clip(s, acc_spec.min, acc_spec.max)
+    lo, hi = acc_spec.min, acc_spec.max
+    s_sat = np.clip(s, lo, hi)
     saturated = (s_sat != s).any(axis=0)
     prefix = np.cumsum(s_sat, axis=0)
     acc = prefix[-1].copy()
-    leaves = ((prefix < acc_spec.min) | (prefix > acc_spec.max)).any(axis=0)
+    outside = (prefix < lo) | (prefix > hi)
+    leaves = outside.any(axis=0)
     if leaves.any():
         walked = s_sat[:, leaves]  # (J, M): only the M outputs that need it
-        running = np.zeros(walked.shape[1], dtype=np.int64)
+        first = int(outside[:, leaves].any(axis=1).argmax())  # before it, the running sum is the prefix
+        running = prefix[first - 1, leaves] if first else np.zeros(walked.shape[1], dtype=np.int64)
         clipped = np.zeros(walked.shape[1], dtype=bool)
-        for block_sum in walked:
+        for block_sum in walked[first:]:
             total = running + block_sum
-            running = np.clip(total, acc_spec.min, acc_spec.max)
+            running = np.minimum(np.maximum(total, lo), hi)
             clipped |= running != total
         acc[leaves] = running
         saturated[leaves] |= clipped
@@ -328,14 +331,38 @@ class QuantLayer(nn.Module):
         return torch.einsum("njbl,ojb->jnol", cols.reshape(n, k // block, block, length),
                             w_dev.reshape(w_dev.shape[0], k // block, block))
 
+    def _exact_partial_sums(self, cols, w_dev, block: int, acc_spec) -> tuple[np.ndarray, np.ndarray]:
+        """_saturating_accumulate for unrounded blocks (acc_shift 0), without materializing every block:
+        each partial sum lies between the sums of the negative and of the positive products (two matmuls
+        each, splitting operands by sign), so outputs whose bounds stay inside the range are the plain dot
+        product; only the others are summed block by block."""
+        pos = lambda t: t.clamp(min=0)
+        neg = lambda t: t.clamp(max=0)
+        dot = lambda c, w: torch.einsum("nkl,ok->nol", c, w)
+        upper = dot(pos(cols), pos(w_dev)) + dot(neg(cols), neg(w_dev))
+        lower = dot(pos(cols), neg(w_dev)) + dot(neg(cols), pos(w_dev))
+        acc = dot(cols, w_dev).long().numpy()
+        saturated = np.zeros(acc.shape, dtype=bool)
+        risky = ((upper > acc_spec.max) | (lower < acc_spec.min)).nonzero(as_tuple=True)
+        if len(risky[0]):
+            n, o, l = risky
+            products = _pad_blocks(cols[n, :, l] * w_dev[o], 1, block)  # (M, K') in device order
+            sums = products.reshape(len(n), -1, block).sum(-1).T.long().numpy()  # (J, M)
+            acc[n, o, l], saturated[n, o, l] = _saturating_accumulate(sums, 0, acc_spec)
+        return acc, saturated
+
     def _fixed_forward(self, x: QAct) -> QAct:
         p = self.fixed_params(x.qparams)
         acc_spec = self.profile.accumulator
         cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
-        # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-        sums = self.block_sums(cols, w_dev, acc_spec.block or w_dev.shape[1]).long().numpy()  # exact integers already
-        acc, block_saturated = _saturating_accumulate(sums, p.acc_shift, acc_spec)
+        block = acc_spec.block or w_dev.shape[1]
+        if p.acc_shift == 0 and block < w_dev.shape[1] and type(self).block_sums is QuantLayer.block_sums:
+            acc, block_saturated = self._exact_partial_sums(cols, w_dev, block, acc_spec)
+        else:
+            # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
+            sums = self.block_sums(cols, w_dev, block).long().numpy()  # exact integers already
+            acc, block_saturated = _saturating_accumulate(sums, p.acc_shift, acc_spec)
         biased = acc + p.bias.numpy()[None, :, None]
         acc = saturate(biased, acc_spec.bits)
         acc_high = (acc == acc_spec.max)
