@@ -4,12 +4,13 @@ import numpy as np
 import torch
 
 from cqtf import reference
+from cqtf.data import InputQuant
 from cqtf.profile import FIRMWARE_PROFILES, PRESETS, TRAINING, firmware_constants
 from cqtf.train.export import export
 from cqtf.train.model import logits_int8
 from cqtf.train.wageubn import (ErrorQuant, WageConfig, WageMomentum, Wageubn, direct_quantize,
                                 quantize_error, quantize_gradient, quantize_shifted, shift_scale, stochastic_round)
-from random_models import random_inputs
+from random_models import calibrated_quantized, random_inputs
 from test_profiles import fixed_network
 
 
@@ -111,4 +112,67 @@ def test_wageubn_step_keeps_the_forward_exact_and_quantizes_gradients():
             assert torch.equal(levels, torch.round(levels)) and w.grad.abs().sum() > 0
         optimizer.step()
         assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
+    wage.remove()
+
+
+
+def _on_covering_grid(x, k):
+    """x on the k-bit grid of the smallest power of two >= max|x| (independent of wageubn.py)."""
+    scale = 2.0 ** np.ceil(np.log2(np.abs(x).max()))
+    step = 2.0 ** (k - 1)
+    return np.clip(np.round(x / scale * step), -(step - 1), step - 1) / step * scale
+
+
+def test_wageubn_folds_batch_norm_quantized_to_16_bits_and_remove_restores_float():
+    from cqtf.train.layers import QuantConv2d, QuantFlatten, QuantLinear
+    from cqtf.train.model import QuantSequential
+
+    torch.manual_seed(3)
+    network = QuantSequential("bn", [QuantConv2d(2, 4, 3, padding=1, relu=True, bn=True), QuantFlatten(),
+                                     QuantLinear(4 * 9 * 7, 5)], InputQuant(np.float32(0.1), 0), PRESETS["wageubn8"])
+    conv = network.quant_layers()[0]
+    with torch.no_grad():
+        conv.bn.running_mean.uniform_(-0.3, 0.3)
+        conv.bn.running_var.uniform_(0.2, 3.0)
+        conv.bn.weight.uniform_(0.5, 1.5)
+        conv.bn.bias.uniform_(-0.2, 0.2)
+    network.eval()
+    float_weight, float_bias = conv.weight.detach().clone(), conv.bias.detach().clone()
+    wage = Wageubn(network)
+    bn = conv.bn
+    q = {name: torch.from_numpy(_on_covering_grid(t.detach().double().numpy(), 16)).float()
+         for name, t in (("mean", bn.running_mean), ("std", torch.sqrt(bn.running_var + bn.eps)),
+                         ("gamma", bn.weight), ("beta", bn.bias))}
+    scale = q["gamma"] / q["std"]
+    assert torch.allclose(conv.weight.detach(), conv.inner.weight.detach() * scale.reshape(-1, 1, 1, 1), atol=1e-6)
+    assert torch.allclose(conv.bias.detach(), (conv.inner.bias.detach() - q["mean"]) * scale + q["beta"], atol=1e-6)
+    assert not torch.equal(conv.weight.detach(), float_weight)  # the grids moved the fold
+    wage.remove()
+    assert torch.equal(conv.weight.detach(), float_weight) and torch.equal(conv.bias.detach(), float_bias)
+
+
+def test_wageubn_trains_a_batch_norm_network_with_an_exact_export():
+    from cqtf.train.layers import QuantConv2d, QuantFlatten, QuantLinear
+    from cqtf.train.model import QuantSequential
+
+    torch.manual_seed(4)
+    layers = [QuantConv2d(2, 4, 3, padding=1, relu=True, bn=True), QuantConv2d(4, 4, 3, padding=1, relu=True, bn=True),
+              QuantFlatten(), QuantLinear(4 * 9 * 7, 5)]
+    network = QuantSequential("bn", layers, InputQuant(np.float32(0.1), 0), PRESETS["wageubn8"])
+    x = random_inputs(6, 32, (9, 7, 2))
+    y = torch.from_numpy(np.arange(32) % 5)
+    calibrated_quantized(network, x)
+    wage = Wageubn(network, WageConfig(full_precision_ends=False))
+    optimizer = wage.optimizer(network.parameters())
+    for _ in range(3):
+        network.train()
+        loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(x)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        wage.after_backward()
+        optimizer.step()
+    assert all(layer.bn.weight.grad is not None and layer.bn.weight.grad.abs().sum() > 0
+               for layer in network.quant_layers()[:2])
+    network.eval()
+    assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
     wage.remove()

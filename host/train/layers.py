@@ -453,12 +453,18 @@ class BatchNormFold:
 
     # self.bn (nn.BatchNorm2d or None) is set by the subclass' __init__ (a class attribute would hide the module)
     _batch_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
+    # WAGEUBN's BN quantization (train/wageubn.py): (mean, std, gamma, beta) -> their quantized values,
+    # applied before folding; None: float batch norm
+    bn_quantizer = None
 
     def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.bn
         mean, var = self._batch_stats if self._batch_stats is not None else (bn.running_mean, bn.running_var)
-        scale = bn.weight / torch.sqrt(var + bn.eps)
-        return scale, (self.inner.bias - mean) * scale + bn.bias
+        std, gamma, beta = torch.sqrt(var + bn.eps), bn.weight, bn.bias
+        if self.bn_quantizer is not None:
+            mean, std, gamma, beta = self.bn_quantizer(mean, std, gamma, beta)
+        scale = gamma / std
+        return scale, (self.inner.bias - mean) * scale + beta
 
     @property
     def weight(self) -> torch.Tensor:

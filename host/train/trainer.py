@@ -237,13 +237,13 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
             warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score, wage=wage)
     if blend:
         history.append(blend.finish())
-    if wage is not None:
-        wage.remove()
     history.append(best.restore())
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)
     host_outputs = reference.run(int_model, data.x_test)
     training_outputs = logits_int8(model, data.x_test)
+    if wage is not None:  # after the export: the deployed batch norm is WAGEUBN's quantized one
+        wage.remove()
     if not np.array_equal(host_outputs, training_outputs):
         bad = np.argwhere(host_outputs != training_outputs)[0]
         raise AssertionError(f"training forward and host reference disagree at sample {bad[0]}, output {bad[1]}")

@@ -10,7 +10,7 @@ device's 8-bit integers). On top, the backward pass and the update are quantized
      normalization, round to nearest (ErrorQuant, an identity in the forward pass)
   U  updates: lr * momentum buffer, with lr a power of two
   M  momentum SGD: momentum a power of two (1/2), buffer quantized to 13 bits
-  BN 16-bit mean/std: hook `quantize_bn_statistics` for when batch-norm layers exist (not yet in cqtf)
+  BN 16-bit mean, std, gamma and beta, shift-quantized before folding (BatchNormFold.bn_quantizer)
 
 As in the authors' code, the first conv and the last dense layer keep full-precision gradients.
 """
@@ -29,7 +29,7 @@ class WageConfig:
     gradient_bits: int = 8  # G
     error_bits: int = 8  # E
     momentum_bits: int = 13  # the momentum buffer
-    bn_bits: int = 16  # BN mean / std (hook only)
+    bn_bits: int = 16  # BN mean, std, gamma, beta
     momentum: float = 0.5  # a power of two
     lr: float = 2.0 ** -6  # a power of two
     full_precision_ends: bool = True  # first conv and last dense keep float gradients
@@ -75,10 +75,34 @@ def quantize_error(e: torch.Tensor, k: int = 8) -> torch.Tensor:
     return quantize_shifted(e, k)
 
 
+def quantize_covering(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x on the k-bit grid of the smallest power of two >= max|x|: for BN, whose largest std or gamma
+    must not be clipped as the nearest-power normalization of errors and gradients would clip it."""
+    m = x.detach().abs().max()
+    if m == 0 or not torch.isfinite(m):
+        return x.detach().clone()
+    scale = torch.pow(torch.tensor(2.0, dtype=x.dtype), torch.ceil(torch.log2(m)))
+    return direct_quantize(x / scale, k) * scale
+
+
 def quantize_bn_statistics(mean: torch.Tensor, std: torch.Tensor, k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """BN: mean and std on k-bit shift-quantized grids. Hook for batch-norm layers (BN folding is being
-    added separately); nothing in cqtf calls it yet."""
-    return quantize_shifted(mean, k), quantize_shifted(std, k)
+    """BN: mean and std on k-bit power-of-two-scaled grids."""
+    return quantize_covering(mean, k), quantize_covering(std, k)
+
+
+def _straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """q in the forward pass, x's gradient in the backward pass."""
+    return x + (q - x).detach()
+
+
+def bn_quantizer(k: int):
+    """BatchNormFold.bn_quantizer for k bits: mean, std, gamma and beta each on a k-bit grid (quantize_covering)
+    before the fold (the U and BN of WAGEUBN), straight-through for the float gradients."""
+    def quantize(mean, std, gamma, beta):
+        q_mean, q_std = quantize_bn_statistics(mean, std, k)
+        return (_straight_through(mean, q_mean), _straight_through(std, q_std),
+                _straight_through(gamma, quantize_covering(gamma, k)), _straight_through(beta, quantize_covering(beta, k)))
+    return quantize
 
 
 class ErrorQuant(torch.autograd.Function):
@@ -132,6 +156,9 @@ class Wageubn:
         ends = {id(layers[0]), id(layers[-1])} if config.full_precision_ends else set()
         self.quantized_grads = [l.inner.weight for l in layers if id(l) not in ends]
         self.handles = [layer.register_forward_hook(self._error_hook) for layer in layers[:-1]]
+        self.bn_layers = [l for l in layers if getattr(l, "bn", None) is not None]
+        for layer in self.bn_layers:
+            layer.bn_quantizer = bn_quantizer(config.bn_bits)
 
     def _error_hook(self, module, inputs, output):
         if not module.training or not output.value.requires_grad:
@@ -150,3 +177,5 @@ class Wageubn:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        for layer in self.bn_layers:
+            layer.bn_quantizer = None
