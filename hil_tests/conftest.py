@@ -74,6 +74,20 @@ class HilConfig:
     unpacked_profiles: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
 
+    def record(self, row: dict) -> None:
+        """Keep a measured row, and rewrite the report with it: a run stopped midway keeps what it measured."""
+        self.rows.append(row)
+        self.write_report(complete=False)
+
+    def write_report(self, complete: bool) -> None:
+        if self.report is None:
+            return
+        self.report.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.report.with_name(self.report.name + ".tmp")
+        tmp.write_text(json.dumps({"results": self.rows, "unpacked_profiles": self.unpacked_profiles,
+                                   "complete": complete}, indent=2) + "\n")
+        tmp.replace(self.report)
+
 
 _HIL = pytest.StashKey[HilConfig]()
 
@@ -199,7 +213,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"profiles registered but not packable yet (not run): "
                                     f"{', '.join(hil.unpacked_profiles)}")
     if hil.report is not None:
-        hil.report.parent.mkdir(parents=True, exist_ok=True)
-        hil.report.write_text(json.dumps({"results": hil.rows, "unpacked_profiles": hil.unpacked_profiles},
-                                         indent=2) + "\n")
+        hil.write_report(complete=True)
         terminalreporter.write_line(f"hil report: {hil.report}")

@@ -25,7 +25,7 @@ def test_device_agrees_with_host_bit_for_bit(combo, hil, model_dirs, record_prop
     agreement = 1 - report["mismatched_samples"] / report["samples"]
     row = {"target": combo.target, "model": combo.model, "profile": combo.profile, "agreement": agreement,
            **{key: report.get(key) for key in AGREEMENT_KEYS}}
-    hil.rows.append(row)
+    hil.record(row)
     for key, value in row.items():
         record_property(key, value)
 
