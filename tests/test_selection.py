@@ -34,8 +34,26 @@ def test_a_worse_epoch_is_not_kept_and_the_restored_state_exports_exactly():
     assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
 
 
-def test_an_equally_good_later_epoch_wins_the_tie():
+def test_an_equally_accurate_later_epoch_does_not_displace_the_earlier_one():
     network = random_network(4)
     best = BestState(network, _dataset(network, 5))
+    best.score(1)  # the same state: a tie in everything
+    accuracy, loss = best.scores[0]["train_accuracy"], best.scores[0]["train_loss"]
+    best._evaluate = lambda: (accuracy, loss / 10)  # as accurate, far more confident on the training data
+    best.score(2)
+    assert best.restore()["epoch"] == 0
+
+
+def test_a_more_accurate_later_epoch_wins():
+    network = random_network(6)
+    data = _dataset(network, 7)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.mul_(-1.0)
+    best = BestState(network, data)  # epoch 0: the ruined network
+    with torch.no_grad():
+        for p in network.parameters():
+            p.mul_(-1.0)  # back to the network that labelled the data
     best.score(1)
+    assert best.scores[1]["train_accuracy"] > best.scores[0]["train_accuracy"]
     assert best.restore()["epoch"] == 1

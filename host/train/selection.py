@@ -4,7 +4,8 @@ Device-simulated training can wander off: on MNIST-1D with Q formats, the straig
 raised the device-exact training loss epoch after epoch (0.17 -> 1.6). Scoring each epoch's exact
 integer network on the training set (never the test set) and restoring the best one, the network
 calibrated from the float weights included as epoch 0, means the quantized phase never ships a model
-worse, on training data, than the float network deployed as is.
+worse, on training data, than the float network deployed as is. A later epoch replaces an earlier
+one only when it gets more training samples right.
 """
 from __future__ import annotations
 
@@ -43,9 +44,11 @@ class BestState:
     def score(self, epoch: int) -> None:
         accuracy, loss = self._evaluate()
         self.scores.append({"epoch": epoch, "train_accuracy": round(accuracy, 5), "train_loss": round(loss, 5)})
-        key = (accuracy, -loss)
-        if self.best_score is None or key >= self.best_score:  # ties go to the later, more trained state
-            self.best_epoch, self.best_score = epoch, key
+        # Ties go to the earlier state, the one nearest the float network: once every training sample is
+        # right (digits: from epoch 0 on), a lower training loss only measures memorization, and choosing
+        # by it picked later epochs that did worse on held-out data (fixed8-floor: 96.67 % against 97.50 %).
+        if self.best_score is None or accuracy > self.best_score:
+            self.best_epoch, self.best_score = epoch, accuracy
             self.best_state = copy.deepcopy(self.model.state_dict())
 
     def restore(self) -> dict:
