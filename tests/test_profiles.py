@@ -237,3 +237,28 @@ def test_profile_fields_are_validated():
         FixedPoint(total_bits=3)
     with pytest.raises(ValueError):
         Accumulator(bits=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), risky=st.sampled_from(["none", "one", "many"]),
+       block=st.sampled_from([1, 2, 3, 32]))
+def test_bounded_partial_sums_equal_walking_every_block(seed, risky, block):
+    """The acc_shift-0 shortcut (sign-split bounds, only possibly saturating outputs walked) equals
+    summing and saturating every block, whether no output, exactly one or many may saturate."""
+    from cqtf.train.layers import _saturating_accumulate
+
+    rng = np.random.default_rng(seed)
+    n, k, length, o = 2, 20, 3, 4
+    scale = {"none": 3, "one": 3, "many": 127}[risky]
+    cols = torch.from_numpy(rng.integers(-scale, scale + 1, (n, k, length))).double()
+    w = torch.from_numpy(rng.integers(-scale, scale + 1, (o, k))).double()
+    if risky == "one":  # one output's products all large and of one sign
+        cols[1, :, 2] = 127.0
+        w[3] = 120.0
+    spec = Accumulator(16, block=block)
+    layer = QuantLinear(k, o)
+    acc, saturated = layer._exact_partial_sums(cols, w, block, spec)
+    expected, expected_saturated = _saturating_accumulate(layer.block_sums(cols, w, block).long().numpy(), 0, spec)
+    assert np.array_equal(acc, expected) and np.array_equal(saturated, expected_saturated)
+    if risky == "one":
+        assert saturated.sum() == 1 and saturated[1, 3, 2]

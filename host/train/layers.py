@@ -348,7 +348,8 @@ class QuantLayer(nn.Module):
             n, o, l = risky
             products = _pad_blocks(cols[n, :, l] * w_dev[o], 1, block)  # (M, K') in device order
             sums = products.reshape(len(n), -1, block).sum(-1).T.long().numpy()  # (J, M)
-            acc[n, o, l], saturated[n, o, l] = _saturating_accumulate(sums, 0, acc_spec)
+            where = tuple(t.numpy() for t in risky)
+            acc[where], saturated[where] = _saturating_accumulate(sums, 0, acc_spec)
         return acc, saturated
 
     def _fixed_forward(self, x: QAct) -> QAct:
