@@ -18,19 +18,45 @@
 /* Words, so that every planned offset (a multiple of 4) is word-aligned for the optimized kernels. */
 static uint32_t engine_arena[(CQTF_MODEL_ARENA_SIZE + 3u) / 4u + 1u];
 
+/* Kernel families and ops this build links: the compiled-in model's (the packer's CQTF_MODEL_OPS and
+ * arithmetic; branches for the others are constant-false, so the linker's --gc-sections drops their
+ * kernels), or all of them for a firmware that runs models of any kind (CQTF_ENGINE_ALL_KERNELS, the
+ * golden-vector tests) or a header from before CQTF_MODEL_OPS. */
+#ifndef CQTF_MODEL_ARITH_WEIGHT_KIND
+#define CQTF_MODEL_ARITH_WEIGHT_KIND 0u
+#endif
+#if defined(CQTF_ENGINE_ALL_KERNELS) || !defined(CQTF_MODEL_OPS)
+#define ENGINE_OPS 0xffffffffu
+#define ENGINE_FIXED 1
+#define ENGINE_INT8 1
+#define ENGINE_POT4 1
+#else
+#define ENGINE_OPS CQTF_MODEL_OPS
+#define ENGINE_FIXED (CQTF_MODEL_ARITH_REQUANT == CQTF_REQUANT_SHIFT)
+#define ENGINE_INT8 (!ENGINE_FIXED)
+#define ENGINE_POT4 (CQTF_MODEL_ARITH_WEIGHT_KIND == CQTF_WEIGHTS_POT4)
+#endif
+#define ENGINE_USES(op) (((ENGINE_OPS >> (op)) & 1u) != 0u)
+
 typedef cqtf_status_t (*engine_op_fn)(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
                                       const int8_t *const *inputs, int8_t *output);
 
 /* 1 when the layer runs the fixed-point kernels (profiles with CQTF_REQUANT_SHIFT). */
 static int fixed_point(const cqtf_layer_t *layer)
 {
-    return layer->quant.arith != 0 && layer->quant.arith->requant == CQTF_REQUANT_SHIFT;
+    return ENGINE_FIXED && layer->quant.arith != 0 && layer->quant.arith->requant == CQTF_REQUANT_SHIFT;
 }
 
 /* 1 when the layer's weights are packed 4-bit power-of-two codes (profile pot4): shift kernels. */
 static int pot4_weights(const cqtf_layer_t *layer)
 {
-    return layer->quant.arith != 0 && layer->quant.arith->weight_kind == CQTF_WEIGHTS_POT4;
+    return ENGINE_POT4 && layer->quant.arith != 0 && layer->quant.arith->weight_kind == CQTF_WEIGHTS_POT4;
+}
+
+/* 1 when an int8 layer reaches a build without the int8 kernels (a fixed-point model's firmware). */
+static int int8_missing(const cqtf_layer_t *layer)
+{
+    return !ENGINE_INT8 && !fixed_point(layer);
 }
 
 static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
@@ -47,6 +73,9 @@ static cqtf_status_t op_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer,
         (void)ctx;
         return cqtf_conv2d_fx(layer, inputs[0], output);
 #endif
+    }
+    if (int8_missing(layer)) {
+        return CQTF_ERR_BAD_LAYER;
     }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_conv2d_s8_opt(ctx, layer, inputs[0], output);
@@ -77,6 +106,9 @@ static cqtf_status_t op_fully_connected(const cqtf_ctx_t *ctx, const cqtf_layer_
         return cqtf_fully_connected_fx(layer, inputs[0], output);
 #endif
     }
+    if (int8_missing(layer)) {
+        return CQTF_ERR_BAD_LAYER;
+    }
 #if CQTF_KERNELS_OPTIMIZED
     return cqtf_fully_connected_s8_opt(layer, inputs[0], output);
 #else
@@ -88,6 +120,9 @@ static cqtf_status_t op_depthwise_conv2d(const cqtf_ctx_t *ctx, const cqtf_layer
                                          const int8_t *const *inputs, int8_t *output)
 {
     (void)ctx;
+    if (int8_missing(layer)) {
+        return CQTF_ERR_BAD_LAYER;
+    }
 #if CQTF_KERNELS_OPTIMIZED
     if (fixed_point(layer)) {
         return cqtf_depthwise_conv2d_fx_opt(layer, inputs[0], output);
@@ -120,12 +155,12 @@ static const struct {
     uint8_t num_inputs;
     engine_op_fn run;
 } engine_ops[] = {
-    {CQTF_OP_CONV2D, 1u, op_conv2d},
-    {CQTF_OP_MAXPOOL2D, 1u, op_maxpool2d},
-    {CQTF_OP_FULLY_CONNECTED, 1u, op_fully_connected},
-    {CQTF_OP_DEPTHWISE_CONV2D, 1u, op_depthwise_conv2d},
-    {CQTF_OP_AVGPOOL2D, 1u, op_avgpool2d},
-    {CQTF_OP_ADD, 2u, op_add},
+    {CQTF_OP_CONV2D, 1u, ENGINE_USES(CQTF_OP_CONV2D) ? op_conv2d : 0},
+    {CQTF_OP_MAXPOOL2D, 1u, ENGINE_USES(CQTF_OP_MAXPOOL2D) ? op_maxpool2d : 0},
+    {CQTF_OP_FULLY_CONNECTED, 1u, ENGINE_USES(CQTF_OP_FULLY_CONNECTED) ? op_fully_connected : 0},
+    {CQTF_OP_DEPTHWISE_CONV2D, 1u, ENGINE_USES(CQTF_OP_DEPTHWISE_CONV2D) ? op_depthwise_conv2d : 0},
+    {CQTF_OP_AVGPOOL2D, 1u, ENGINE_USES(CQTF_OP_AVGPOOL2D) ? op_avgpool2d : 0},
+    {CQTF_OP_ADD, 2u, ENGINE_USES(CQTF_OP_ADD) ? op_add : 0},
 };
 
 /* 1 when [at, at + size) lies inside the model's arena (which lies inside engine_arena). */
@@ -163,7 +198,8 @@ static cqtf_status_t run_layer(const cqtf_model_t *model, const cqtf_layer_t *la
             break;
         }
     }
-    if (k == sizeof(engine_ops) / sizeof(engine_ops[0]) || layer->quant.arith != model->arith ||
+    if (k == sizeof(engine_ops) / sizeof(engine_ops[0]) || engine_ops[k].run == 0 ||
+        layer->quant.arith != model->arith ||
         !arith_supported(layer->quant.arith)) {
         return CQTF_ERR_BAD_LAYER; /* every layer must run the arithmetic the model was packed for */
     }

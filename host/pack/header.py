@@ -13,6 +13,8 @@ from cqtf.profile import PowerOfTwo, firmware_constants
 HEADER_NAME = "cqtf_model.h"
 _OPS = {"conv2d": "CQTF_OP_CONV2D", "maxpool2d": "CQTF_OP_MAXPOOL2D", "fully_connected": "CQTF_OP_FULLY_CONNECTED",
         "depthwise_conv2d": "CQTF_OP_DEPTHWISE_CONV2D", "avgpool2d": "CQTF_OP_AVGPOOL2D", "add": "CQTF_OP_ADD"}
+# the cqtf_op_t codes of cqtf_types.h (tests/test_header.py checks them against the enum)
+_OP_CODES = {"conv2d": 1, "maxpool2d": 2, "fully_connected": 3, "depthwise_conv2d": 4, "avgpool2d": 5, "add": 6}
 _C_TYPES = {"weights": "int8_t", "bias": "int32_t", "multiplier": "int32_t", "shift": "int32_t"}
 
 
@@ -85,6 +87,14 @@ def _layer_struct(index: int, layer: IntLayer, slots: LayerSlots, pot4: bool = F
     )
 
 
+def ops_mask(model: IntModel) -> int:
+    """Bit k set when op code k occurs in the model: the firmware links only those kernels."""
+    mask = 0
+    for layer in model.layers:
+        mask |= 1 << _OP_CODES[layer.kind]
+    return mask
+
+
 def render(model: IntModel, plan: MemoryPlan | None = None) -> str:
     plan = plan or plan_model(model)
     digest = model.hash()
@@ -105,7 +115,8 @@ def render(model: IntModel, plan: MemoryPlan | None = None) -> str:
         f"#define CQTF_MODEL_NUM_LAYERS {len(model.layers)}u\n",
         f"#define CQTF_MODEL_HASH_HEX \"{digest[:16]}\"\n",
         f"#define CQTF_MODEL_ARENA_SIZE {plan.arena_size}u   /* bytes: activations and scratch, planned */\n",
-        f"#define CQTF_MODEL_PARAM_BYTES {param_bytes(model)}u  /* bytes of constant arrays (flash) */\n\n",
+        f"#define CQTF_MODEL_PARAM_BYTES {param_bytes(model)}u  /* bytes of constant arrays (flash) */\n",
+        f"#define CQTF_MODEL_OPS 0x{ops_mask(model):02x}u  /* bit k: op k (cqtf_op_t) occurs; the engine links only these */\n\n",
         "#if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION\n"
         "#error \"cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware\"\n"
         "#endif\n\n",

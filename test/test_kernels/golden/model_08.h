@@ -16,6 +16,7 @@
 #define CQTF_MODEL_HASH_HEX "aa79640d7e6511bb"
 #define CQTF_MODEL_ARENA_SIZE 16u   /* bytes: activations and scratch, planned */
 #define CQTF_MODEL_PARAM_BYTES 384u  /* bytes of constant arrays (flash) */
+#define CQTF_MODEL_OPS 0x08u  /* bit k: op k (cqtf_op_t) occurs; the engine links only these */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"

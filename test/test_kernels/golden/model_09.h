@@ -16,6 +16,7 @@
 #define CQTF_MODEL_HASH_HEX "e35b0902205f020f"
 #define CQTF_MODEL_ARENA_SIZE 320u   /* bytes: activations and scratch, planned */
 #define CQTF_MODEL_PARAM_BYTES 1452u  /* bytes of constant arrays (flash) */
+#define CQTF_MODEL_OPS 0x0eu  /* bit k: op k (cqtf_op_t) occurs; the engine links only these */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"

@@ -16,6 +16,7 @@
 #define CQTF_MODEL_HASH_HEX "c8a9d06b93d99dec"
 #define CQTF_MODEL_ARENA_SIZE 60u   /* bytes: activations and scratch, planned */
 #define CQTF_MODEL_PARAM_BYTES 105u  /* bytes of constant arrays (flash) */
+#define CQTF_MODEL_OPS 0x10u  /* bit k: op k (cqtf_op_t) occurs; the engine links only these */
 
 #if CQTF_MODEL_FORMAT_VERSION != CQTF_FORMAT_VERSION
 #error "cqtf_model.h was packed for another firmware format: re-run cqtf pack with this firmware"
