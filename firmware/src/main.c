@@ -6,8 +6,7 @@
 #include "server.h"
 
 static uint8_t rx_frame[CQTF_SERVER_REQ_FRAME_MAX];
-static uint8_t tx_frame[CQTF_SERVER_RESP_FRAME_MAX];
-static uint8_t tx_wire[CQTF_SERVER_WIRE_MAX];
+static uint8_t tx_frame[CQTF_SERVER_RESP_FRAME_MAX]; /* COBS-encoded on the way out: no second copy */
 
 /* Frames dropped without an answer (docs/protocol.md); kept for a debugger, not reported. */
 static struct {
@@ -18,16 +17,15 @@ static struct {
 
 static void respond(uint32_t req_len)
 {
+    static const uint8_t delimiter = 0x00;
     const uint32_t resp_len = cqtf_server_handle(rx_frame, req_len, tx_frame);
-    uint32_t wire_len;
 
     if (resp_len == 0) {
         ++link_drops.rejected;
         return;
     }
-    wire_len = cqtf_cobs_encode(tx_frame, resp_len, tx_wire, sizeof(tx_wire) - 1u);
-    tx_wire[wire_len++] = 0x00; /* delimiter; the buffer is sized so encoding cannot fail */
-    board_uart_write(tx_wire, wire_len);
+    cqtf_cobs_write(tx_frame, resp_len, board_uart_write);
+    board_uart_write(&delimiter, 1u);
 }
 
 int main(void)

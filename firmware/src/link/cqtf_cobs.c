@@ -35,6 +35,32 @@ uint32_t cqtf_cobs_encode(const uint8_t *src, uint32_t len, uint8_t *dst, uint32
     return out;
 }
 
+void cqtf_cobs_write(const uint8_t *src, uint32_t len, cqtf_cobs_sink_t sink)
+{
+    uint32_t at = 0;
+
+    for (;;) {
+        uint32_t run = 0;
+        uint8_t code;
+
+        while (at + run < len && src[at + run] != 0u && run < 254u) {
+            ++run;
+        }
+        code = (uint8_t)(run + 1u);
+        sink(&code, 1u);
+        if (run != 0u) {
+            sink(&src[at], run);
+        }
+        at += run;
+        if (at >= len) {
+            return; /* the last run (a full one at the very end is not followed by an empty one) */
+        }
+        if (run < 254u) {
+            ++at; /* src[at] is the 0x00 this code stands for */
+        }
+    }
+}
+
 void cqtf_cobs_decoder_init(cqtf_cobs_decoder_t *dec, uint8_t *buf, uint32_t cap)
 {
     dec->buf = buf;

@@ -16,6 +16,13 @@
  * Returns the encoded length, or 0 when dst is too small. */
 uint32_t cqtf_cobs_encode(const uint8_t *src, uint32_t len, uint8_t *dst, uint32_t cap);
 
+/* Where cqtf_cobs_write sends its bytes, in order (e.g. board_uart_write). */
+typedef void (*cqtf_cobs_sink_t)(const uint8_t *data, uint32_t len);
+
+/* The same encoding as cqtf_cobs_encode, sent to `sink` run by run straight from src: no encoded copy
+ * in RAM (a response can be as large as the model's largest tensor). No delimiter written. */
+void cqtf_cobs_write(const uint8_t *src, uint32_t len, cqtf_cobs_sink_t sink);
+
 typedef enum {
     CQTF_COBS_PENDING = 0,   /* byte consumed, no frame ended */
     CQTF_COBS_FRAME = 1,     /* a delimiter ended a valid, non-empty frame: see *frame_len */
