@@ -47,7 +47,8 @@ from cqtf.compare.table import FRAMEWORK_IDS, FRAMEWORKS, framework_id, markdown
     select_frameworks, sort_rows
 from cqtf.compare.to_profile import deploy_float_params
 from cqtf.data import load_dataset
-from cqtf.pipeline import ModelDir, evaluation_split, train_stage
+from cqtf.pipeline import ModelDir, evaluation_split, finished_training, train_stage
+from cqtf.report import write_atomic
 from cqtf.train.model import ZOO_DATASETS
 
 DATASETS = {"digits": "digits_cnn", "mnist1d": "mnist1d_cnn"}
@@ -120,14 +121,8 @@ def _trained_before(reuse: Path | None, dataset: str, model: str, profile: str,
     if reuse is None:
         return None
     model_dir = ModelDir(reuse / dataset / profile)
-    try:
-        summary = json.loads(model_dir.train_json.read_text())
-        config = summary["config"]
-        same = (summary["dataset"], config["model"], config["profile"],
-                (config["float_epochs"], config["quant_epochs"])) == (dataset, model, profile, tuple(epochs))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None
-    return (model_dir, summary) if same and model_dir.model.exists() else None
+    summary = finished_training(model_dir, dataset, model, profile, epochs)
+    return (model_dir, summary) if summary is not None else None
 
 
 def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workdir: Path,
@@ -241,12 +236,6 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _load_table(path: Path) -> dict:
     try:
         table = json.loads(path.read_text())
@@ -291,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render_only:
         table = _load_table(args.out / "comparison.json")
-        _write(args.out / "comparison.md", markdown(table["rows"], table["meta"]))
+        write_atomic(args.out / "comparison.md", markdown(table["rows"], table["meta"]))
         _plot(table["rows"], args.out / "comparison.png")
         print(f"wrote {args.out / 'comparison.md'}", file=sys.stderr)
         return 0
@@ -366,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = merge_meta(old["meta"], meta)
         rows = merge_rows(old["rows"], rows, meta["datasets"], meta["profiles"])
         print(f"merged into {table_path}: {len(rows)} rows", file=sys.stderr)
-    _write(table_path, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    _write(args.out / "comparison.md", markdown(rows, meta))
+    write_atomic(table_path, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_atomic(args.out / "comparison.md", markdown(rows, meta))
     _plot(rows, args.out / "comparison.png")
     progress_path.unlink(missing_ok=True)
     print(f"wrote {args.out / 'comparison.md'}", file=sys.stderr)

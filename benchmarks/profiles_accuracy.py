@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cqtf.pipeline import ModelDir, train_stage
+from cqtf.pipeline import ModelDir, finished_training, train_stage
 from cqtf.profile import FIRMWARE_PROFILES, PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,21 +53,6 @@ def _write(out: Path, rows: list[dict], epochs, complete: bool) -> None:
     (out / "profiles_accuracy.md").write_text("\n".join(lines))
 
 
-def _finished(model_dir: ModelDir, dataset: str, profile: str, epochs) -> dict | None:
-    """The train.json an earlier run left for this training, if its settings are this run's."""
-    try:
-        summary = json.loads(model_dir.train_json.read_text())
-        config = summary["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    same = (summary.get("dataset"), config.get("model"), config.get("profile")) == (dataset, MODELS[dataset], profile)
-    if epochs:
-        same = same and (config.get("float_epochs"), config.get("quant_epochs")) == tuple(epochs)
-    else:
-        same = same and (config.get("float_epochs"), config.get("quant_epochs")) == (40, 20)
-    return summary if same and model_dir.model.exists() else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, nargs=2, default=None, metavar=("FLOAT", "QUANT"))
@@ -83,7 +68,8 @@ def main() -> None:
     for dataset in args.datasets:
         for name in args.profiles:
             model_dir = ModelDir(args.work / dataset / name)
-            summary = _finished(model_dir, dataset, name, args.epochs) if args.resume else None
+            summary = finished_training(model_dir, dataset, MODELS[dataset], name,
+                                        tuple(args.epochs) if args.epochs else None) if args.resume else None
             if summary is None:
                 summary = train_stage(dataset, MODELS[dataset], name, model_dir,
                                       tuple(args.epochs) if args.epochs else None)

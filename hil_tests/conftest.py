@@ -82,11 +82,11 @@ class HilConfig:
     def write_report(self, complete: bool) -> None:
         if self.report is None:
             return
+        from cqtf.report import write_atomic
+
         self.report.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.report.with_name(self.report.name + ".tmp")
-        tmp.write_text(json.dumps({"results": self.rows, "unpacked_profiles": self.unpacked_profiles,
-                                   "complete": complete}, indent=2) + "\n")
-        tmp.replace(self.report)
+        write_atomic(self.report, json.dumps({"results": self.rows, "unpacked_profiles": self.unpacked_profiles,
+                                              "complete": complete}, indent=2) + "\n")
 
 
 _HIL = pytest.StashKey[HilConfig]()

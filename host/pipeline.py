@@ -78,6 +78,24 @@ def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: t
     return summary
 
 
+def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
+                      epochs: tuple[int, int] | None = None) -> dict | None:
+    """The train.json of a training already in `out` with these settings (epochs None: the default
+    budget), for runs that resume or reuse; None when there is none, it is unreadable or it differs."""
+    from cqtf.train.trainer import TrainConfig
+
+    if epochs is None:
+        epochs = (TrainConfig.float_epochs, TrainConfig.quant_epochs)
+    try:
+        summary = json.loads(out.train_json.read_text())
+        config = summary["config"]
+        same = (summary["dataset"], config["model"], config["profile"],
+                (config["float_epochs"], config["quant_epochs"])) == (dataset, model, profile, tuple(epochs))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return summary if same and out.model.exists() else None
+
+
 def pack_stage(model_dir: ModelDir) -> Path:
     return write_header(model_dir.load_model(), model_dir.root)
 
