@@ -63,6 +63,24 @@ class Dataset:
         return tuple(self.x_train.shape[1:])  # (H, W, C)
 
 
+def hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """(data without its held-out part, held-out inputs, held-out labels): a stratified share of the
+    training split that training never sees, for choosing among trained states. fraction 0 holds
+    out nothing (the held-out arrays are then the training split itself)."""
+    if fraction <= 0:
+        return data, data.x_train, data.y_train
+    from sklearn.model_selection import train_test_split
+
+    try:
+        x_fit, x_held, y_fit, y_held = train_test_split(
+            data.x_train, data.y_train, test_size=fraction, random_state=seed, stratify=data.y_train)
+    except ValueError as e:  # too few samples of a class to stratify
+        raise DataError(f"cannot hold out {fraction:.0%} of the training data: {e}",
+                        "give more training samples per class, or validation_fraction 0") from None
+    fit = Dataset(data.name, x_fit, y_fit, data.x_test, data.y_test, data.input_quant, data.num_classes)
+    return fit, x_held, y_held
+
+
 def _quantize_split(name, x_train, y_train, x_test, y_test, input_quant: InputQuant | None = None) -> Dataset:
     """Quantize float splits; the input quantization comes from the training inputs unless given."""
     input_quant = input_quant or InputQuant.from_range(float(x_train.min()), float(x_train.max()))

@@ -62,15 +62,21 @@ def dataset_for_profile(dataset: str, profile: str):
     return data
 
 
-def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
-                progress=lambda *a: None) -> dict:
-    from cqtf.train.trainer import TrainConfig, train  # torch is slow to import: only when training
+def _train_config(model: str, profile: str, epochs: tuple[int, int] | None):
+    from cqtf.train.trainer import TrainConfig  # torch is slow to import: only when training
 
-    data = dataset_for_profile(dataset, profile)
     config = TrainConfig(model=model, profile=profile)
     if epochs:
         config.float_epochs, config.quant_epochs = epochs
-    result = train(data, config, progress)
+    return config
+
+
+def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
+                progress=lambda *a: None) -> dict:
+    from cqtf.train.trainer import train
+
+    data = dataset_for_profile(dataset, profile)
+    result = train(data, _train_config(model, profile, epochs), progress)
     out.root.mkdir(parents=True, exist_ok=True)
     result.int_model.save(out.model)
     summary = result.summary(dataset)
@@ -80,17 +86,14 @@ def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: t
 
 def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
                       epochs: tuple[int, int] | None = None) -> dict | None:
-    """The train.json of a training already in `out` with these settings (epochs None: the default
-    budget), for runs that resume or reuse; None when there is none, it is unreadable or it differs."""
-    from cqtf.train.trainer import TrainConfig
+    """The train.json of a training already in `out` with the settings train_stage would use now
+    (epochs None: the default budget), for runs that resume or reuse; None when there is none, it is
+    unreadable or any setting differs (a training from before a new setting existed included)."""
+    from dataclasses import asdict
 
-    if epochs is None:
-        epochs = (TrainConfig.float_epochs, TrainConfig.quant_epochs)
     try:
         summary = json.loads(out.train_json.read_text())
-        config = summary["config"]
-        same = (summary["dataset"], config["model"], config["profile"],
-                (config["float_epochs"], config["quant_epochs"])) == (dataset, model, profile, tuple(epochs))
+        same = summary["dataset"] == dataset and summary["config"] == asdict(_train_config(model, profile, epochs))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return summary if same and out.model.exists() else None

@@ -1,12 +1,16 @@
-"""The quantized phase keeps its best device-exact state, scored on training data only."""
+"""The shipped network is the candidate most accurate on held-out training data, ties to the earlier one."""
+import copy
+
 import numpy as np
+import pytest
 import torch
 
 from cqtf import reference
-from cqtf.data import Dataset, InputQuant
+from cqtf.data import Dataset, InputQuant, hold_out
+from cqtf.errors import DataError
 from cqtf.train.export import export
 from cqtf.train.model import logits_int8
-from cqtf.train.selection import BestState
+from cqtf.train.selection import AS_IS, BestState
 from random_models import random_inputs, random_network
 
 
@@ -16,19 +20,23 @@ def _dataset(network, seed: int) -> Dataset:
     return Dataset("toy", x, y, x[:8], y[:8], InputQuant(np.float32(0.1), 0), 5)
 
 
+def _arrays(data: Dataset):
+    return data.x_train, data.y_train
+
+
 def test_a_worse_epoch_is_not_kept_and_the_restored_state_exports_exactly():
     network = random_network(2)
     data = _dataset(network, 3)
-    best = BestState(network, data)
-    assert best.scores[0]["train_accuracy"] == 1.0
+    best = BestState(network, data.x_train, data.y_train)
+    assert best.scores[0]["heldout_accuracy"] == 1.0
     good = {k: v.clone() for k, v in network.state_dict().items()}
     with torch.no_grad():
         for p in network.parameters():
             p.mul_(-1.0)  # a ruinous step
     best.score(1)
-    assert best.scores[1]["train_accuracy"] < 1.0
-    log = best.restore()
-    assert log["epoch"] == 0
+    assert best.scores[1]["heldout_accuracy"] < 1.0
+    restored, log = best.restore()
+    assert restored is network and log["epoch"] == 0
     assert all(torch.equal(good[k], v) for k, v in network.state_dict().items())
     x = random_inputs(9, 32, (9, 7, 2))
     assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
@@ -36,12 +44,12 @@ def test_a_worse_epoch_is_not_kept_and_the_restored_state_exports_exactly():
 
 def test_an_equally_accurate_later_epoch_does_not_displace_the_earlier_one():
     network = random_network(4)
-    best = BestState(network, _dataset(network, 5))
+    best = BestState(network, *_arrays(_dataset(network, 5)))
     best.score(1)  # the same state: a tie in everything
-    accuracy, loss = best.scores[0]["train_accuracy"], best.scores[0]["train_loss"]
-    best._evaluate = lambda: (accuracy, loss / 10)  # as accurate, far more confident on the training data
+    accuracy, loss = best.scores[0]["heldout_accuracy"], best.scores[0]["heldout_loss"]
+    best._evaluate = lambda model: (accuracy, loss / 10)  # as accurate, far more confident on the training data
     best.score(2)
-    assert best.restore()["epoch"] == 0
+    assert best.restore()[1]["epoch"] == 0
 
 
 def test_a_more_accurate_later_epoch_wins():
@@ -50,10 +58,60 @@ def test_a_more_accurate_later_epoch_wins():
     with torch.no_grad():
         for p in network.parameters():
             p.mul_(-1.0)
-    best = BestState(network, data)  # epoch 0: the ruined network
+    best = BestState(network, data.x_train, data.y_train)  # epoch 0: the ruined network
     with torch.no_grad():
         for p in network.parameters():
             p.mul_(-1.0)  # back to the network that labelled the data
     best.score(1)
-    assert best.scores[1]["train_accuracy"] > best.scores[0]["train_accuracy"]
-    assert best.restore()["epoch"] == 1
+    assert best.scores[1]["heldout_accuracy"] > best.scores[0]["heldout_accuracy"]
+    assert best.restore()[1]["epoch"] == 1
+
+
+def test_the_network_deployed_as_is_wins_ties_and_ships_unchanged():
+    network = random_network(8)
+    data = _dataset(network, 9)
+    as_is = copy.deepcopy(network)
+    best = BestState(network, *_arrays(data), as_is=as_is)  # epoch 0: the same network, a tie
+    best.score(1)
+    restored, log = best.restore()
+    assert restored is as_is and log["epoch"] == AS_IS
+    assert [row["epoch"] for row in log["scores"]] == [AS_IS, 0, 1]
+
+
+def test_a_trained_epoch_beats_a_worse_network_deployed_as_is():
+    network = random_network(10)
+    data = _dataset(network, 11)
+    as_is = copy.deepcopy(network)
+    with torch.no_grad():
+        for p in as_is.parameters():
+            p.mul_(-1.0)  # the as-is network is ruined, the trained one labelled the data
+    best = BestState(network, *_arrays(data), as_is=as_is)
+    restored, log = best.restore()
+    assert restored is network and log["epoch"] == 0
+    assert log["scores"][0]["heldout_accuracy"] < log["scores"][1]["heldout_accuracy"]
+
+
+def test_hold_out_is_stratified_disjoint_and_repeatable():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, size=(200, 3, 3, 1), dtype=np.int8)
+    x[:, 0, 0, 0] = np.arange(200) % 128  # with the row index below, each sample is unique
+    x[:, 0, 1, 0] = np.arange(200) // 128
+    y = np.repeat(np.arange(4), 50).astype(np.int64)
+    data = Dataset("toy", x, y, x[:5], y[:5], InputQuant(np.float32(0.1), 0), 4)
+    fit, x_held, y_held = hold_out(data, 0.2, seed=3)
+    assert len(x_held) == 40 and len(fit.x_train) == 160
+    assert np.bincount(y_held).tolist() == [10, 10, 10, 10]
+    keys = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert not keys(fit.x_train) & keys(x_held) and len(keys(fit.x_train) | keys(x_held)) == 200
+    again = hold_out(data, 0.2, seed=3)[1]
+    assert np.array_equal(again, x_held) and not np.array_equal(hold_out(data, 0.2, seed=4)[1], x_held)
+    assert fit.x_test is data.x_test
+    assert hold_out(data, 0.0, seed=3)[0] is data
+
+
+def test_hold_out_of_a_class_too_small_to_split_is_a_clear_error():
+    x = np.zeros((5, 2, 2, 1), dtype=np.int8)
+    y = np.array([0, 0, 0, 0, 1])
+    data = Dataset("toy", x, y, x, y, InputQuant(np.float32(0.1), 0), 2)
+    with pytest.raises(DataError, match="hold out"):
+        hold_out(data, 0.4, seed=0)

@@ -6,6 +6,7 @@ checked here to equal the training forward pass output for output.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cqtf import reference
-from cqtf.data import Dataset
+from cqtf.data import Dataset, hold_out
 from cqtf.model_ir import IntModel
 from cqtf.profile import TRAINING, PowerOfTwo, Profile, get_profile
 from cqtf.train.export import export
@@ -45,6 +46,9 @@ class TrainConfig:
     # clamp's own gradient, zero wherever saturated. Equal results on digits and MNIST-1D since a ReLU's
     # zero stopped counting as saturation (layers._fixed_forward).
     saturation_aware: bool = True
+    # a stratified share of the training split no phase trains on; the shipped network (float as is,
+    # or a quantized-phase epoch) is the one most accurate on it (train/selection.py)
+    validation_fraction: float = 0.15
 
 
 @dataclass
@@ -208,6 +212,7 @@ def _calibrate_formats(model: QuantSequential, data: Dataset, samples: int = 768
 def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
+    data, x_heldout, y_heldout = hold_out(data, config.validation_fraction, config.seed)
     history: list[dict] = []
     profile = get_profile(config.profile)
     model = build_model(config.model, data.input_shape, data.num_classes, data.input_quant, profile)
@@ -222,11 +227,12 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
     monitor.float_norms = [row["grad_norm"] for row in history[-1]["gradient_health"]] if history else None
 
     float_deployed_accuracy = _host_accuracy(deploy_as_is(model, data), data)
+    as_is = copy.deepcopy(model)  # a selection candidate: what a converter would ship
     formats = []
     if profile.is_fixed and config.calibrate_formats:
         formats = _calibrate_formats(model, data)
         history.append({"phase": "calibrate_formats", "layers": formats})
-    best = BestState(model, data)
+    best = BestState(model, x_heldout, y_heldout, as_is)
     blend = PotBlend(model, config.quant_epochs) if isinstance(profile.weights, PowerOfTwo) else None
     wage = None
     if TRAINING.get(profile.name) == "wageubn":
@@ -237,7 +243,8 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
             warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score, wage=wage)
     if blend:
         history.append(blend.finish())
-    history.append(best.restore())
+    model, selected = best.restore()
+    history.append(selected)
 
     int_model = export(model, data.input_shape, data.num_classes, config.profile)
     host_outputs = reference.run(int_model, data.x_test)
