@@ -44,13 +44,16 @@ def cli():
               help=f"Device arithmetic profile: {', '.join(PROFILE_NAMES)}.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
-def train(dataset, model_name, profile, out, epochs):
+@click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
+              help="Share of the training data held out to choose the network that ships (default 0.15; 0: "
+                   "choose on the training data).")
+def train(dataset, model_name, profile, out, epochs, validation_fraction):
     """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
     from cqtf.pipeline import train_stage
 
     dataset = dataset or _default_dataset(model_name)
     click.echo(f"training {model_name} on {dataset} for profile {profile}", err=True)
-    summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress)
+    summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress, validation_fraction)
     click.echo(f"float accuracy {summary['float_accuracy']:.4f}, host (device-exact) accuracy "
                f"{summary['host_accuracy']:.4f}, model {summary['model_hash'][:16]} -> {out}")
 
@@ -156,12 +159,15 @@ def ports():
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
 @click.option("--jobs", type=click.IntRange(1, 32), default=1, show_default=True,
               help="Emulator instances that share the test set.")
-def run(out, dataset, model_name, profile, board, epochs, jobs):
+@click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
+              help="Share of the training data held out to choose the network that ships (default 0.15; 0: "
+                   "choose on the training data).")
+def run(out, dataset, model_name, profile, board, epochs, jobs, validation_fraction):
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all
 
     report = run_all(out, dataset or _default_dataset(model_name), model_name, profile, board, epochs, _progress,
-                     jobs=jobs)
+                     jobs=jobs, validation_fraction=validation_fraction)
     _finish(report, out)
 
 

@@ -76,7 +76,7 @@ def hold_out(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.nda
             data.x_train, data.y_train, test_size=fraction, random_state=seed, stratify=data.y_train)
     except ValueError as e:  # too few samples of a class to stratify
         raise DataError(f"cannot hold out {fraction:.0%} of the training data: {e}",
-                        "give more training samples per class, or validation_fraction 0") from None
+                        "give more training samples per class, or --validation-fraction 0") from None
     fit = Dataset(data.name, x_fit, y_fit, data.x_test, data.y_test, data.input_quant, data.num_classes)
     return fit, x_held, y_held
 

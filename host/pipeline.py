@@ -62,21 +62,23 @@ def dataset_for_profile(dataset: str, profile: str):
     return data
 
 
-def _train_config(model: str, profile: str, epochs: tuple[int, int] | None):
+def _train_config(model: str, profile: str, epochs: tuple[int, int] | None, validation_fraction: float | None):
     from cqtf.train.trainer import TrainConfig  # torch is slow to import: only when training
 
     config = TrainConfig(model=model, profile=profile)
     if epochs:
         config.float_epochs, config.quant_epochs = epochs
+    if validation_fraction is not None:
+        config.validation_fraction = validation_fraction
     return config
 
 
 def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
-                progress=lambda *a: None) -> dict:
+                progress=lambda *a: None, validation_fraction: float | None = None) -> dict:
     from cqtf.train.trainer import train
 
     data = dataset_for_profile(dataset, profile)
-    result = train(data, _train_config(model, profile, epochs), progress)
+    result = train(data, _train_config(model, profile, epochs, validation_fraction), progress)
     out.root.mkdir(parents=True, exist_ok=True)
     result.int_model.save(out.model)
     summary = result.summary(dataset)
@@ -85,7 +87,7 @@ def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: t
 
 
 def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
-                      epochs: tuple[int, int] | None = None) -> dict | None:
+                      epochs: tuple[int, int] | None = None, validation_fraction: float | None = None) -> dict | None:
     """The train.json of a training already in `out` with the settings train_stage would use now
     (epochs None: the default budget), for runs that resume or reuse; None when there is none, it is
     unreadable or any setting differs (a training from before a new setting existed included)."""
@@ -93,7 +95,7 @@ def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
 
     try:
         summary = json.loads(out.train_json.read_text())
-        same = summary["dataset"] == dataset and summary["config"] == asdict(_train_config(model, profile, epochs))
+        same = summary["dataset"] == dataset and summary["config"] == asdict(_train_config(model, profile, epochs, validation_fraction))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return summary if same and out.model.exists() else None

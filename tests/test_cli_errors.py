@@ -104,6 +104,16 @@ def test_unknown_model(tmp_path):
     assert_clean_error(proc, "unknown model 'resnet152'", "digits_cnn")
 
 
+def test_data_too_small_to_hold_out_names_the_way_out(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    y = np.array([0, 0, 0, 0, 1])  # class 1 has one training sample: nothing of it can be held out
+    np.savez(path, x_train=rng.normal(size=(5, 8, 8)).astype(np.float32), y_train=y,
+             x_test=rng.normal(size=(2, 8, 8)).astype(np.float32), y_test=np.array([0, 1]))
+    proc = run_cli("train", "--dataset", path, "--epochs", "1", "1", "--out", tmp_path / "out")
+    assert_clean_error(proc, "cannot hold out 15%", "--validation-fraction 0")
+
+
 @pytest.fixture
 def noisy_device():
     """Answers every request with bytes that never form a frame (never a 0x00 delimiter): a board at
