@@ -10,7 +10,7 @@ from cqtf.data import Dataset, InputQuant, hold_out
 from cqtf.errors import DataError
 from cqtf.train.export import export
 from cqtf.train.model import logits_int8
-from cqtf.train.selection import AS_IS, BestState
+from cqtf.train.selection import AS_IS, SIGNIFICANCE, BestState, sign_test_p
 from random_models import random_inputs, random_network
 
 
@@ -46,8 +46,8 @@ def test_an_equally_accurate_later_epoch_does_not_displace_the_earlier_one():
     network = random_network(4)
     best = BestState(network, *_arrays(_dataset(network, 5)))
     best.score(1)  # the same state: a tie in everything
-    accuracy, loss = best.scores[0]["heldout_accuracy"], best.scores[0]["heldout_loss"]
-    best._evaluate = lambda model: (accuracy, loss / 10)  # as accurate, far more confident on the training data
+    correct, loss = best.best_correct, best.scores[0]["heldout_loss"]
+    best._evaluate = lambda model: (correct.copy(), loss / 10)  # as accurate, far more confident
     best.score(2)
     assert best.restore()[1]["epoch"] == 0
 
@@ -115,3 +115,36 @@ def test_hold_out_of_a_class_too_small_to_split_is_a_clear_error():
     data = Dataset("toy", x, y, x, y, InputQuant(np.float32(0.1), 0), 2)
     with pytest.raises(DataError, match="hold out"):
         hold_out(data, 0.4, seed=0)
+
+
+def test_the_sign_test_is_the_binomial_tail():
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(5, 0) == 1 / 32
+    assert sign_test_p(3, 1) == 5 / 16  # 4 or 3 heads of 4: (1 + 4) / 16
+    for n in range(1, 30):  # the tail shrinks as the wins grow, and P(>= 0) is certain
+        tails = [sign_test_p(w, n - w) for w in range(n + 1)]
+        assert tails[0] == 1.0 and all(a > b for a, b in zip(tails, tails[1:]))
+
+
+def _scripted(best: BestState, outcomes: list[np.ndarray]) -> None:
+    for epoch, correct in enumerate(outcomes, start=1):
+        best._evaluate = lambda model, c=correct: (c, 0.0)
+        best.score(epoch)
+
+
+def test_a_later_epoch_must_win_beyond_chance():
+    network = random_network(12)
+    best = BestState(network, *_arrays(_dataset(network, 13)))
+    kept = np.ones(len(best.x), dtype=bool)
+    kept[:10] = False  # what epoch 0 got right, as if it missed the first 10 samples
+    best.best_correct = kept
+    one_better = kept.copy()
+    one_better[0] = True  # 1 win, no loss: p = 1/2
+    swapped = kept.copy()
+    swapped[:3], swapped[-2:] = True, False  # 3 wins, 2 losses: noise
+    clearly = kept.copy()
+    clearly[:5] = True  # 5 wins, no loss: p = 1/32
+    _scripted(best, [one_better, swapped, clearly])
+    log = best.restore()[1]
+    assert [row["p_vs_kept"] for row in log["scores"][1:]] == [0.5, sign_test_p(3, 2), 1 / 32]
+    assert all(p > SIGNIFICANCE for p in (0.5, sign_test_p(3, 2))) and log["epoch"] == 3

@@ -1,5 +1,5 @@
 """Choose the network to ship: the float network deployed as is, or a quantized-phase state, by
-their device-exact accuracy on held-out training data.
+their device-exact outputs on held-out training data.
 
 Device-simulated training can wander off: on MNIST-1D with Q formats, the straight-through steps
 raised the device-exact training loss epoch after epoch (0.17 -> 1.6). And scoring on the data the
@@ -8,12 +8,19 @@ the choice followed noise, and a later epoch that fit one more training sample d
 worse on the test set than the float network deployed as is. So the candidates are scored on a
 held-out share of the training split (data.hold_out) that no phase trains on, the test set never:
 the float network deployed as is (what a converter ships), then the quantized phase's epochs, the
-calibrated float network as epoch 0. A later candidate replaces an earlier one only when it gets
-more held-out samples right, so cqtf ships a trained state only where training measurably helped.
+calibrated float network as epoch 0.
+
+A candidate replaces the one kept so far only when the held-out samples say it is better beyond
+chance: of the samples the two classify differently (one right, one wrong), the candidate must get
+so many right that a fair coin would do as well at most 5 % of the time (a one-sided sign test, as
+McNemar's). One more sample right out of a few hundred is noise (digits int8: an epoch one held-out
+sample better was one test sample worse), so cqtf ships a device-trained network where training
+measurably beat deploying the float one, and the float one, unchanged, elsewhere.
 """
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -22,6 +29,14 @@ import torch.nn.functional as F
 from cqtf.train.model import QuantSequential
 
 AS_IS = "as_is"  # the label of the float network deployed as is in the selection log
+SIGNIFICANCE = 0.05  # a candidate must beat the one kept at this level (one-sided sign test)
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """P(at least `wins` heads in wins + losses tosses of a fair coin): the chance that a candidate no
+    better than the one kept gets this many of the samples they disagree on right."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
 
 
 class BestState:
@@ -30,34 +45,38 @@ class BestState:
         self.model = model
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.batch = batch
-        self.best_epoch, self.best_score, self.best_state = None, None, None
+        self.best_epoch, self.best_correct, self.best_state = None, None, None
         self.scores: list[dict] = []
         self.as_is = as_is
         if as_is is not None:
             self._offer(AS_IS, *self._evaluate(as_is))
         self.score(0)
 
-    def _evaluate(self, model: QuantSequential) -> tuple[float, float]:
-        """(accuracy, cross entropy) of the device-exact outputs on the held-out samples."""
+    def _evaluate(self, model: QuantSequential) -> tuple[np.ndarray, float]:
+        """(which held-out samples the device-exact outputs get right, their mean cross entropy)."""
         model.eval()
-        correct, loss = 0, 0.0
+        correct, loss = [], 0.0
         unscale = 2.0 ** -model.quant_layers()[-1].act_gain_log2  # undo power-of-two gains
         with torch.no_grad():
             for start in range(0, len(self.x), self.batch):
                 x, y = self.x[start: start + self.batch], self.y[start: start + self.batch]
                 logits = model(x) * unscale
-                correct += int((logits.argmax(1) == y).sum())
+                correct.append((logits.argmax(1) == y).numpy())
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        return correct / len(self.x), loss / len(self.x)
+        return np.concatenate(correct), loss / len(self.x)
 
-    def _offer(self, epoch, accuracy: float, loss: float) -> bool:
-        self.scores.append({"epoch": epoch, "heldout_accuracy": round(accuracy, 5), "heldout_loss": round(loss, 5)})
-        # Ties go to the earlier candidate, the one nearest the float network: a lower loss at equal
-        # accuracy picked later epochs that did worse on the test set (fixed8-floor: 96.67 % against 97.50 %).
-        if self.best_score is None or accuracy > self.best_score:
-            self.best_epoch, self.best_score = epoch, accuracy
-            return True
-        return False
+    def _offer(self, epoch, correct: np.ndarray, loss: float) -> bool:
+        row = {"epoch": epoch, "heldout_accuracy": round(float(correct.mean()), 5), "heldout_loss": round(loss, 5)}
+        self.scores.append(row)
+        if self.best_correct is None:
+            better = True
+        else:  # ties and chance gains go to the earlier candidate, the one nearest the float network
+            wins, losses = int((correct & ~self.best_correct).sum()), int((self.best_correct & ~correct).sum())
+            row["p_vs_kept"] = round(sign_test_p(wins, losses), 5)
+            better = wins > losses and row["p_vs_kept"] <= SIGNIFICANCE
+        if better:
+            self.best_epoch, self.best_correct = epoch, correct
+        return better
 
     def score(self, epoch: int) -> None:
         if self._offer(epoch, *self._evaluate(self.model)):
