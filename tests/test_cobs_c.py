@@ -1,6 +1,6 @@
-"""The firmware's COBS encoders, compiled for the host: the streaming one (cqtf_cobs_write, which sends
-runs straight from the response buffer) writes exactly the bytes of the buffered one, and both decode
-with the `cobs` package the host uses."""
+"""The firmware's COBS encoders, compiled for the host: the streaming ones (cqtf_cobs_write, and
+cqtf_cobs_write_spans, which sends a response's runs straight from its head, the arena and its CRC)
+write exactly the bytes of the buffered one, and all decode with the `cobs` package the host uses."""
 from __future__ import annotations
 
 import ctypes
@@ -15,6 +15,10 @@ from cqtf.native import FIRMWARE_SRC, build_library
 SINK = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint32)
 
 
+class Span(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_char_p), ("len", ctypes.c_uint32)]
+
+
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     library = ctypes.CDLL(str(build_library([FIRMWARE_SRC / "link" / "cqtf_cobs.c"], [FIRMWARE_SRC / "link"],
@@ -22,6 +26,7 @@ def lib(tmp_path_factory):
     library.cqtf_cobs_encode.restype = ctypes.c_uint32
     library.cqtf_cobs_encode.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint32]
     library.cqtf_cobs_write.argtypes = [ctypes.c_char_p, ctypes.c_uint32, SINK]
+    library.cqtf_cobs_write_spans.argtypes = [ctypes.POINTER(Span), ctypes.c_uint32, SINK]
     return library
 
 
@@ -55,3 +60,25 @@ def test_streamed_encoding_is_the_buffered_one_and_decodes(lib, data):
 def test_edges_of_the_longest_run(lib, data):
     streamed, _ = _streamed(lib, data)
     assert streamed == _buffered(lib, data) and cobs.decode(streamed) == data
+
+
+def _streamed_spans(lib, parts: list[bytes]) -> bytes:
+    chunks: list[bytes] = []
+    sink = SINK(lambda ptr, n: chunks.append(ctypes.string_at(ptr, n)))
+    spans = (Span * max(len(parts), 1))(*[Span(p, len(p)) for p in parts])
+    lib.cqtf_cobs_write_spans(spans, len(parts), sink)
+    return b"".join(chunks)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(payloads, max_size=5))
+def test_spans_encode_as_their_concatenation(lib, parts):
+    # empty spans, runs across span boundaries and zeros at them are all in reach of these parts
+    streamed = _streamed_spans(lib, parts)
+    assert streamed == _buffered(lib, b"".join(parts)) and cobs.decode(streamed) == b"".join(parts)
+
+
+@pytest.mark.parametrize("parts", [[], [b""], [b"", b"\x00", b""], [b"\x07" * 200, b"\x07" * 54, b"\x00"],
+                                   [b"\x07" * 253, b"\x07", b"\x07"], [b"\x07" * 254, b""]])
+def test_span_edges(lib, parts):
+    assert _streamed_spans(lib, parts) == _buffered(lib, b"".join(parts))

@@ -232,8 +232,8 @@ static cqtf_status_t run_layer(const cqtf_model_t *model, const cqtf_layer_t *la
     return engine_ops[k].run(&ctx, layer, inputs, *out);
 }
 
-cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
-                              int8_t *output, uint16_t *output_size)
+cqtf_status_t cqtf_engine_run_in_place(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
+                                       const int8_t **output, uint16_t *output_size)
 {
     int8_t *out = 0;
     uint32_t n_run, i;
@@ -261,7 +261,19 @@ cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, ui
     if (i > CQTF_MODEL_TENSOR_MAX) {
         return CQTF_ERR_BAD_LAYER;
     }
-    memcpy(output, out, i);
+    *output = out;
     *output_size = (uint16_t)i; /* <= CQTF_MODEL_TENSOR_MAX, a uint16 in the header */
     return CQTF_OK;
+}
+
+cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
+                              int8_t *output, uint16_t *output_size)
+{
+    const int8_t *result = 0;
+    const cqtf_status_t status = cqtf_engine_run_in_place(model, input, last_layer, &result, output_size);
+
+    if (status == CQTF_OK) {
+        memcpy(output, result, *output_size);
+    }
+    return status;
 }

@@ -18,6 +18,11 @@
 cqtf_status_t cqtf_engine_run(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
                               int8_t *output, uint16_t *output_size);
 
+/* The same without the copy: *output points at the tensor where the last layer left it in the
+ * arena, valid until the next run (the server sends it from there: no tensor-sized buffer). */
+cqtf_status_t cqtf_engine_run_in_place(const cqtf_model_t *model, const int8_t *input, uint8_t last_layer,
+                                       const int8_t **output, uint16_t *output_size);
+
 #define CQTF_ENGINE_ALL_LAYERS 0xFFu
 
 #endif /* CQTF_ENGINE_H */

@@ -6,7 +6,7 @@
 #include "server.h"
 
 static uint8_t rx_frame[CQTF_SERVER_REQ_FRAME_MAX];
-static uint8_t tx_frame[CQTF_SERVER_RESP_FRAME_MAX]; /* COBS-encoded on the way out: no second copy */
+static cqtf_response_t response; /* a small head; the tensor is COBS-encoded from the arena */
 
 /* Frames dropped without an answer (docs/protocol.md); kept for a debugger, not reported. */
 static struct {
@@ -18,13 +18,12 @@ static struct {
 static void respond(uint32_t req_len)
 {
     static const uint8_t delimiter = 0x00;
-    const uint32_t resp_len = cqtf_server_handle(rx_frame, req_len, tx_frame);
 
-    if (resp_len == 0) {
+    if (cqtf_server_respond(rx_frame, req_len, &response) == 0) {
         ++link_drops.rejected;
         return;
     }
-    cqtf_cobs_write(tx_frame, resp_len, board_uart_write);
+    cqtf_cobs_write_spans(response.spans, 3u, board_uart_write);
     board_uart_write(&delimiter, 1u);
 }
 

@@ -5,6 +5,7 @@
 
 #include "board.h"
 #include "engine.h"
+#include "link/cqtf_crc16.h"
 
 /* INFO reports max_payload as a u16 and INFER's layer index is a u8: refuse models beyond that. */
 typedef char server_payload_fits_u16[(CQTF_SERVER_MAX_PAYLOAD <= 0xFFFFu) ? 1 : -1];
@@ -97,13 +98,14 @@ static uint32_t handle_info(const cqtf_frame_t *req, uint8_t *type, uint8_t *out
     return n;
 }
 
-/* Payload: layer:u8 then the input tensor. Reply: status:u8, ticks:u32, then the tensor. The
- * ticks span the engine call only (layers and the copy of the result). */
-static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *out)
+/* Payload: layer:u8 then the input tensor. Reply: status:u8, ticks:u32 (in out), then the tensor
+ * (in *body, where the engine left it). The ticks span the engine call only. */
+static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *out, cqtf_span_t *body)
 {
     uint8_t layer;
     uint16_t size = 0;
     uint32_t t0, t1;
+    const int8_t *tensor = 0;
     cqtf_status_t status;
 
     if (req->payload_len != 1u + (uint32_t)cqtf_model.input_size) {
@@ -118,8 +120,7 @@ static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *ou
         return reply_error(type, out, CQTF_ERROR_BAD_LAYER_INDEX, "layer index past the model");
     }
     t0 = board_ticks();
-    status = cqtf_engine_run(&cqtf_model, (const int8_t *)&req->payload[1], layer,
-                             (int8_t *)&out[5], &size);
+    status = cqtf_engine_run_in_place(&cqtf_model, (const int8_t *)&req->payload[1], layer, &tensor, &size);
     t1 = board_ticks();
     if (status == CQTF_ERR_BAD_REQUEST) {
         return reply_error(type, out, CQTF_ERROR_BAD_LAYER_INDEX, "layer index past the model");
@@ -129,39 +130,68 @@ static uint32_t handle_infer(const cqtf_frame_t *req, uint8_t *type, uint8_t *ou
     }
     out[0] = (uint8_t)status;
     put_u32(&out[1], t1 - t0); /* modulo 2^32: correct across a wrap */
-    return 5u + size;
+    body->data = (const uint8_t *)tensor;
+    body->len = size;
+    return CQTF_SERVER_INFER_HEAD;
 }
 
-static uint32_t handle_echo(const cqtf_frame_t *req, uint8_t *out)
-{
-    memcpy(out, req->payload, req->payload_len);
-    return req->payload_len;
-}
-
-uint32_t cqtf_server_handle(const uint8_t *req, uint32_t req_len, uint8_t *resp)
+uint32_t cqtf_server_respond(const uint8_t *req, uint32_t req_len, cqtf_response_t *resp)
 {
     cqtf_frame_t frame;
-    uint8_t *out = resp + CQTF_FRAME_HEADER;
+    cqtf_span_t *body = &resp->spans[1];
+    uint8_t *out = resp->head + CQTF_FRAME_HEADER;
     uint8_t type;
-    uint32_t len;
+    uint32_t len = 0;
+    uint16_t crc;
 
     if (!cqtf_frame_parse(req, req_len, &frame)) {
         return 0;
     }
+    body->data = 0;
+    body->len = 0;
     type = (uint8_t)(frame.type | CQTF_MSG_RESPONSE);
     switch (frame.type) {
     case CQTF_MSG_INFO:
         len = handle_info(&frame, &type, out);
         break;
     case CQTF_MSG_INFER:
-        len = handle_infer(&frame, &type, out);
+        len = handle_infer(&frame, &type, out, body);
         break;
     case CQTF_MSG_ECHO:
-        len = handle_echo(&frame, out); /* the decoder bounds it to CQTF_SERVER_MAX_PAYLOAD */
+        body->data = frame.payload; /* the decoder bounds it to CQTF_SERVER_MAX_PAYLOAD */
+        body->len = frame.payload_len;
         break;
     default:
         len = reply_error(&type, out, CQTF_ERROR_UNKNOWN_TYPE, "unknown request type");
         break;
     }
-    return cqtf_frame_build(resp, type, frame.seq, len);
+    if (type == CQTF_MSG_ERROR) {
+        body->len = 0; /* an INFER that failed late keeps only its ERROR payload */
+    }
+    resp->head[0] = type;
+    resp->head[1] = frame.seq;
+    resp->spans[0].data = resp->head;
+    resp->spans[0].len = CQTF_FRAME_HEADER + len;
+    crc = cqtf_crc16_update(CQTF_CRC16_INIT, resp->head, resp->spans[0].len);
+    crc = cqtf_crc16_update(crc, body->data, body->len);
+    resp->crc[0] = (uint8_t)(crc & 0xFFu);
+    resp->crc[1] = (uint8_t)(crc >> 8);
+    resp->spans[2].data = resp->crc;
+    resp->spans[2].len = 2u;
+    return resp->spans[0].len + body->len + 2u;
+}
+
+uint32_t cqtf_server_handle(const uint8_t *req, uint32_t req_len, uint8_t *resp)
+{
+    static cqtf_response_t spans; /* static: tests and fuzzing only, the firmware uses respond */
+    const uint32_t len = cqtf_server_respond(req, req_len, &spans);
+    uint32_t at = 0, i;
+
+    for (i = 0; len != 0u && i < 3u; ++i) {
+        if (spans.spans[i].len != 0u) {
+            memcpy(&resp[at], spans.spans[i].data, spans.spans[i].len);
+        }
+        at += spans.spans[i].len;
+    }
+    return len;
 }

@@ -39,27 +39,43 @@
 #define CQTF_SERVER_ECHO_MIN 256u
 #define CQTF_SERVER_MAX_PAYLOAD CQTF_SERVER_MAX2(1u + CQTF_MODEL_INPUT_SIZE, CQTF_SERVER_ECHO_MIN)
 
-/* Largest response payloads: INFER is status + ticks + the largest tensor (layer k may be the
- * largest one); INFO is 26 fixed bytes and three length-prefixed strings (board name cut at
- * CQTF_SERVER_BOARD_NAME_MAX); ERROR is a code and a short message. */
+/* Largest response payloads built in a buffer (the head): INFER's status + ticks (its tensor is sent
+ * from the arena where the engine left it, an ECHO's bytes from the request), INFO's 26 fixed bytes
+ * and three length-prefixed strings (board name cut at CQTF_SERVER_BOARD_NAME_MAX), ERROR's code
+ * and short message. */
 #define CQTF_SERVER_BOARD_NAME_MAX 32u
-#define CQTF_SERVER_INFER_RESP_MAX (5u + CQTF_MODEL_TENSOR_MAX)
+#define CQTF_SERVER_INFER_HEAD 5u
 #define CQTF_SERVER_INFO_RESP_MAX                                            \
     (29u + CQTF_SERVER_BOARD_NAME_MAX + (sizeof(CQTF_MODEL_NAME) - 1u) + \
      (sizeof(CQTF_MODEL_PROFILE) - 1u))
 #define CQTF_SERVER_ERROR_RESP_MAX 64u
-#define CQTF_SERVER_RESP_PAYLOAD_MAX                                                        \
-    CQTF_SERVER_MAX2(CQTF_SERVER_MAX2(CQTF_SERVER_INFER_RESP_MAX, CQTF_SERVER_MAX_PAYLOAD), \
-                     CQTF_SERVER_MAX2(CQTF_SERVER_INFO_RESP_MAX, CQTF_SERVER_ERROR_RESP_MAX))
+#define CQTF_SERVER_HEAD_PAYLOAD_MAX \
+    CQTF_SERVER_MAX2(CQTF_SERVER_INFER_HEAD, CQTF_SERVER_MAX2(CQTF_SERVER_INFO_RESP_MAX, CQTF_SERVER_ERROR_RESP_MAX))
+#define CQTF_SERVER_RESP_PAYLOAD_MAX                                                                      \
+    CQTF_SERVER_MAX2(CQTF_SERVER_MAX2(CQTF_SERVER_INFER_HEAD + CQTF_MODEL_TENSOR_MAX, CQTF_SERVER_MAX_PAYLOAD), \
+                     CQTF_SERVER_HEAD_PAYLOAD_MAX)
 
-/* Buffers of the caller: a decoded request, a raw response, and its COBS encoding + delimiter. */
+/* Buffers of the caller: a decoded request; for cqtf_server_handle, a whole raw response. */
 #define CQTF_SERVER_REQ_FRAME_MAX (CQTF_SERVER_MAX_PAYLOAD + CQTF_FRAME_OVERHEAD)
 #define CQTF_SERVER_RESP_FRAME_MAX (CQTF_SERVER_RESP_PAYLOAD_MAX + CQTF_FRAME_OVERHEAD)
 #define CQTF_SERVER_WIRE_MAX (CQTF_COBS_MAX_ENCODED(CQTF_SERVER_RESP_FRAME_MAX) + 1u)
 
-/* Handles one decoded request frame req[0..req_len) and writes the response frame into resp,
- * which must hold CQTF_SERVER_RESP_FRAME_MAX bytes. Returns the response length, or 0 when the
- * request is dropped unanswered (shorter than a frame, or a bad CRC). */
+/* A raw response frame in three spans, never copied whole: head (type, seq, and the payload bytes
+ * built here), body (the payload's rest where it already lies: an INFER tensor in the engine's
+ * arena, an ECHO's bytes in the request), crc. Valid until the next request or inference. */
+typedef struct {
+    uint8_t head[CQTF_FRAME_HEADER + CQTF_SERVER_HEAD_PAYLOAD_MAX];
+    uint8_t crc[2];
+    cqtf_span_t spans[3];
+} cqtf_response_t;
+
+/* Handles one decoded request frame req[0..req_len) and describes the response in *resp. Returns
+ * the response frame's length, or 0 when the request is dropped unanswered (shorter than a frame,
+ * or a bad CRC). req must stay unchanged while resp is in use (an ECHO's body points into it). */
+uint32_t cqtf_server_respond(const uint8_t *req, uint32_t req_len, cqtf_response_t *resp);
+
+/* The same, with the response frame copied into resp (CQTF_SERVER_RESP_FRAME_MAX bytes): for tests
+ * and fuzzing, where a flat frame is handier than spans. */
 uint32_t cqtf_server_handle(const uint8_t *req, uint32_t req_len, uint8_t *resp);
 
 /* The session the host opened with INFO (0: none since reset). Exposed for host-native tests. */

@@ -35,30 +35,89 @@ uint32_t cqtf_cobs_encode(const uint8_t *src, uint32_t len, uint8_t *dst, uint32
     return out;
 }
 
-void cqtf_cobs_write(const uint8_t *src, uint32_t len, cqtf_cobs_sink_t sink)
+/* A read position in a list of spans; never rests at the end of a span that has a successor. */
+typedef struct {
+    const cqtf_span_t *spans;
+    uint32_t count;
+    uint32_t span;
+    uint32_t at;
+} span_cursor_t;
+
+static void cursor_settle(span_cursor_t *c)
 {
-    uint32_t at = 0;
+    while (c->span + 1u < c->count && c->at >= c->spans[c->span].len) {
+        ++c->span;
+        c->at = 0;
+    }
+}
 
+static int cursor_done(const span_cursor_t *c)
+{
+    return c->span >= c->count || (c->span + 1u == c->count && c->at >= c->spans[c->span].len);
+}
+
+static void cursor_skip(span_cursor_t *c, uint32_t n)
+{
+    c->at += n;
+    cursor_settle(c);
+}
+
+/* Non-zero bytes from the cursor on, at most 254 (one COBS run), across span boundaries. */
+static uint32_t run_length(span_cursor_t scan)
+{
+    uint32_t run = 0;
+
+    while (run < 254u && !cursor_done(&scan) && scan.spans[scan.span].data[scan.at] != 0u) {
+        ++run;
+        cursor_skip(&scan, 1u);
+    }
+    return run;
+}
+
+/* Sends n bytes from the cursor, one sink call per span they lie in. */
+static void send_run(span_cursor_t *c, uint32_t n, cqtf_cobs_sink_t sink)
+{
+    while (n != 0u) {
+        const uint32_t left = c->spans[c->span].len - c->at;
+        const uint32_t take = (n < left) ? n : left;
+
+        sink(&c->spans[c->span].data[c->at], take);
+        cursor_skip(c, take);
+        n -= take;
+    }
+}
+
+void cqtf_cobs_write_spans(const cqtf_span_t *spans, uint32_t count, cqtf_cobs_sink_t sink)
+{
+    span_cursor_t c;
+
+    c.spans = spans;
+    c.count = count;
+    c.span = 0;
+    c.at = 0;
+    cursor_settle(&c);
     for (;;) {
-        uint32_t run = 0;
-        uint8_t code;
+        const uint32_t run = run_length(c);
+        const uint8_t code = (uint8_t)(run + 1u);
 
-        while (at + run < len && src[at + run] != 0u && run < 254u) {
-            ++run;
-        }
-        code = (uint8_t)(run + 1u);
         sink(&code, 1u);
-        if (run != 0u) {
-            sink(&src[at], run);
-        }
-        at += run;
-        if (at >= len) {
+        send_run(&c, run, sink);
+        if (cursor_done(&c)) {
             return; /* the last run (a full one at the very end is not followed by an empty one) */
         }
         if (run < 254u) {
-            ++at; /* src[at] is the 0x00 this code stands for */
+            cursor_skip(&c, 1u); /* the 0x00 this code stands for */
         }
     }
+}
+
+void cqtf_cobs_write(const uint8_t *src, uint32_t len, cqtf_cobs_sink_t sink)
+{
+    cqtf_span_t span;
+
+    span.data = src;
+    span.len = len;
+    cqtf_cobs_write_spans(&span, 1u, sink);
 }
 
 void cqtf_cobs_decoder_init(cqtf_cobs_decoder_t *dec, uint8_t *buf, uint32_t cap)

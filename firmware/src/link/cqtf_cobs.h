@@ -19,8 +19,19 @@ uint32_t cqtf_cobs_encode(const uint8_t *src, uint32_t len, uint8_t *dst, uint32
 /* Where cqtf_cobs_write sends its bytes, in order (e.g. board_uart_write). */
 typedef void (*cqtf_cobs_sink_t)(const uint8_t *data, uint32_t len);
 
-/* The same encoding as cqtf_cobs_encode, sent to `sink` run by run straight from src: no encoded copy
- * in RAM (a response can be as large as the model's largest tensor). No delimiter written. */
+/* Bytes that follow one another in a message but not in memory (a response header in a small
+ * buffer, then a tensor in the arena, then the CRC). */
+typedef struct {
+    const uint8_t *data;
+    uint32_t len;
+} cqtf_span_t;
+
+/* The same encoding as cqtf_cobs_encode of the spans' bytes concatenated, sent to `sink` run by run
+ * straight from the spans: neither the message nor its encoding is copied in RAM (a response can be
+ * as large as the model's largest tensor). No delimiter written. */
+void cqtf_cobs_write_spans(const cqtf_span_t *spans, uint32_t count, cqtf_cobs_sink_t sink);
+
+/* cqtf_cobs_write_spans of the one span src[0..len). */
 void cqtf_cobs_write(const uint8_t *src, uint32_t len, cqtf_cobs_sink_t sink);
 
 typedef enum {
