@@ -52,3 +52,19 @@ def test_trained_digits_model(trained_dir):
         assert key in summary
     assert summary["host_accuracy"] > 0.85  # 10 classes: chance is 0.1; a short budget still learns
     assert summary["model_hash"] == trained_dir.load_model().hash()
+
+
+@pytest.mark.parametrize("fan_in", [8, 300, 1040, 4096])  # bounds below and above 2^24 (float32 / float64 path)
+def test_exact_accumulator_equals_int64_on_both_sides_of_the_float32_bound(fan_in):
+    from cqtf.train.layers import QuantLinear
+
+    rng = np.random.default_rng(fan_in)
+    layer = QuantLinear(fan_in, 6)
+    x = rng.integers(-255, 256, size=(5, fan_in))
+    w = rng.integers(-127, 128, size=(6, fan_in))
+    x[0], w[0] = 255, 127  # the extremes, so the largest sums are reached
+    x[1], w[1] = -255, 127
+    bias = rng.integers(-2 ** 31, 2 ** 31, size=6)
+    got = layer._exact_accumulator(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), (1, -1))
+    assert got.dtype == torch.int64
+    assert np.array_equal(got.numpy(), x @ w.T + bias)

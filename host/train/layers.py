@@ -415,17 +415,25 @@ class QuantLayer(nn.Module):
         h["acc_saturated"] = h.get("acc_saturated", 0) + int(acc_saturated.sum())
         h["weights_zero"] = float((weights == 0).float().mean())
 
+    def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
+        """The int32 accumulator, exactly (int64). In float32 when no sum of products can pass 2^24 (then
+        every partial sum, in any order the convolution takes, is an exact integer): the bound is the
+        fan-in times the largest input and weight magnitudes. Otherwise in float64, exact below 2^53."""
+        fan_in = weights[0].numel()
+        bound = fan_in * int(xq.abs().max()) * int(weights.abs().max())
+        if bound < 2 ** 24:
+            return self.op(xq.float(), weights.float(), None).long() + bias.reshape(view)
+        return self.op(xq.double(), weights.double(), None).round().long() + bias.reshape(view)
+
     def _quantized_forward(self, x: QAct) -> QAct:
         p = self.integer_params(x.qparams)
-        # Exact integer accumulator: int operands in float64 are exact while |acc| < 2^53,
-        # far above the int32 the device accumulates in.
-        acc = self.op((x.q - x.qparams.zero_point).double(), p.weights.double(), p.bias.double())
         view = self.channel_view
+        acc = self._exact_accumulator(x.q - x.qparams.zero_point, p.weights, p.bias, view).numpy()
         if self.profile.requant.kind == Requant.SINGLE:
-            requantized = requantize_single(acc.round().long().numpy(), p.multiplier.reshape(view),
-                                            p.shift.reshape(view), self.profile.requant.rounding)
+            requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),
+                                            self.profile.requant.rounding)
         else:
-            requantized = requantize(acc.round().long().numpy(), p.multiplier.reshape(view), p.shift.reshape(view))
+            requantized = requantize(acc, p.multiplier.reshape(view), p.shift.reshape(view))
         requantized = torch.from_numpy(requantized) + p.out_qparams.zero_point
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
@@ -583,7 +591,7 @@ class QuantMaxPool2d(_Pool2d):
     def forward(self, x: QAct) -> QAct:
         pool = lambda t: F.max_pool2d(t, self.kernel_size, self.stride, self.padding)  # noqa: E731
         y = pool(x.value)
-        q = None if x.q is None else pool(x.q.double()).long()
+        q = None if x.q is None else pool(x.q.float()).long()  # int8 and Q values up to 16 bits: exact in float32
         return QAct(y, q, x.qparams)
 
 
