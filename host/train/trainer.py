@@ -240,9 +240,11 @@ def train(data: Dataset, config: TrainConfig, progress=lambda *a: None) -> Train
 
         wage = Wageubn(model, seed=config.seed)
     _epochs(model, data, config.quant_epochs, config.quant_lr, config, "quantized", history, progress, monitor,
-            warmup=config.warmup_epochs, after_epoch=blend.wrap(best.score) if blend else best.score, wage=wage)
+            warmup=config.warmup_epochs, after_epoch=blend.wrap(lambda epoch: None) if blend else None, wage=wage)
     if blend:
         history.append(blend.finish())
+    if config.quant_epochs > 0:
+        best.score(config.quant_epochs)  # the trained network: one comparison, not one per epoch
     model, selected = best.restore()
     history.append(selected)
 
