@@ -34,6 +34,21 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
+def quantize_multipliers(real_multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_multiplier elementwise (int32 multipliers, int32 shifts), the same float64 steps."""
+    real = np.asarray(real_multipliers, dtype=np.float64)
+    if (real < 0).any():
+        raise ValueError(f"multipliers must be >= 0, got {real[real < 0][:3]}")
+    mantissa, shift = np.frexp(real)
+    q_fixed = np.floor(mantissa * 2.0**31 + 0.5).astype(np.int64)
+    carry = q_fixed == 2**31
+    q_fixed = np.where(carry, q_fixed // 2, q_fixed)
+    shift = shift.astype(np.int64) + carry
+    q_fixed = np.where((real == 0) | (shift < -31), 0, np.where(shift > 30, INT32_MAX, q_fixed))
+    shift = np.where((real == 0) | (shift < -31), 0, np.minimum(shift, 30))
+    return q_fixed.astype(np.int32), shift.astype(np.int32)
+
+
 def effective_scale(input_scale: np.float32, weight_scale: np.float32, output_scale: np.float32) -> float:
     """The real multiplier of a layer, computed as TFLM does: double products of float32 scales."""
     return float(input_scale) * float(weight_scale) / float(output_scale)
@@ -52,21 +67,29 @@ def requantize(acc, multiplier, shift) -> np.ndarray:
        positive ties up and negative ties toward zero;
     3. RoundingDivideByPOT(max(-shift, 0)): round to nearest, ties away from zero.
     Step 2 then 3 round twice, which is what makes TFLM differ from TFLite's single rounding.
+
+    Both steps in floor arithmetic, with as few whole-array passes as the training loop can afford:
+    step 2's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31) for either sign of p, and
+    step 3's tie-away rounding is floor((h + 2^(r-1) - [h < 0]) / 2^r) for r > 0.
     """
-    acc = np.asarray(acc, dtype=np.int64)
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
-    left = np.maximum(s, 0)
+    x = np.asarray(acc, dtype=np.int64)
+    if (s > 0).any():
+        x = np.clip(x << np.maximum(s, 0), INT32_MIN, INT32_MAX)
+    elif x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
+        x = np.clip(x, INT32_MIN, INT32_MAX)
+    high = x * m
+    high += np.int64(1 << 30)
+    high >>= 31
+    if (m == INT32_MIN).any():  # the one product that overflows int32: gemmlowp saturates it
+        high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
     right = np.maximum(-s, 0)
-    x = np.clip(acc * (np.int64(1) << left), INT32_MIN, INT32_MAX)
-    product = x * m
-    nudge = np.where(product >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    high = _trunc_div_pow2(product + nudge, 31)
-    high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
-    mask = (np.int64(1) << right) - 1
-    remainder = high & mask
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + (remainder > threshold)
+    rounds = right > 0
+    half = np.where(rounds, np.int64(1) << np.maximum(right - 1, 0), 0)
+    if rounds.all():
+        return (high + half - (high < 0)) >> right
+    return (high + half - ((high < 0) & rounds)) >> right
 
 
 def requantize_scalar(acc: int, multiplier: int, shift: int) -> int:

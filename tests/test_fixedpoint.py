@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cqtf.fixedpoint import INT32_MAX, INT32_MIN, quantize_multiplier, requantize, requantize_scalar
+from cqtf.fixedpoint import (INT32_MAX, INT32_MIN, quantize_multiplier, quantize_multipliers, requantize,
+                             requantize_scalar)
 from cqtf.native import requantize_library
 
 int32s = st.integers(INT32_MIN, INT32_MAX)
@@ -18,6 +19,31 @@ shifts = st.integers(-31, 30)
 @settings(max_examples=2000, deadline=None)
 def test_vectorized_equals_integer_oracle(acc, multiplier, shift):
     assert int(requantize(np.array([acc]), multiplier, shift)[0]) == requantize_scalar(acc, multiplier, shift)
+
+
+@pytest.mark.parametrize("shift_range", [(-31, 30), (-31, -1), (0, 30), (-3, 3)])
+def test_arrays_with_mixed_shifts_equal_the_oracle(shift_range):
+    """The training loop's case: a (N, C, H, W) accumulator, per-channel multipliers and shifts
+    broadcast; some channels with and some without the final rounding divide."""
+    rng = np.random.default_rng(sum(shift_range) + 40)
+    acc = rng.integers(-(2**20), 2**20, (3, 6, 4, 5))
+    acc[0, 0, 0, :3] = [INT32_MIN, INT32_MAX, 0]
+    acc[1, 1, 1, :2] = [2**33, -(2**33)]  # beyond int32: saturated before the multiply
+    mult = rng.integers(2**30, INT32_MAX, 6, endpoint=True)
+    mult[2] = INT32_MIN  # not a valid multiplier, but requantize defines it as gemmlowp does
+    shift = rng.integers(*shift_range, 6, endpoint=True)
+    got = requantize(acc, mult.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
+    want = np.vectorize(requantize_scalar)(acc, mult.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
+    assert np.array_equal(got, want)
+
+
+@given(st.lists(st.one_of(st.floats(min_value=0, max_value=1e12, allow_nan=False),
+                          st.sampled_from([0.0, 2.0**-32, 2.0**-31, 0.5 - 2**-40, 1.0 - 2**-33, 2.0**30, 2.0**31])),
+                min_size=1, max_size=20))
+def test_vectorized_quantize_multipliers_equal_the_scalar_one(reals):
+    multipliers, shifts = quantize_multipliers(reals)
+    assert multipliers.dtype == np.int32 and shifts.dtype == np.int32
+    assert [(int(m), int(s)) for m, s in zip(multipliers, shifts)] == [quantize_multiplier(r) for r in reals]
 
 
 def test_c_requantize_equals_host(native_cache):

@@ -3,8 +3,9 @@
 Each layer runs in one of two modes:
 - float: ordinary PyTorch, used for the float baseline and to pre-train;
 - quantized: the forward value is the device's int8 output (int8 weights, int32 accumulation in
-  exact float64, TFLM double-rounding requantization, saturation), while gradients flow through a
-  float "shadow" of the same computation (straight-through, zeroed where the output saturates).
+  exact float64, TFLM double-rounding requantization, saturation), while gradients are those of a
+  float "shadow" of the same computation (straight-through, zeroed where the output saturates),
+  computed by the op's backward alone (ExactWithShadowGradient): the shadow's forward never runs.
 
 Activations travel as `QAct`: the float value that carries gradients, the exact integer tensor, and
 its quantization. `integer_params()` is the single source of the integers: the forward pass and the
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, effective_scale, quantize_multiplier, requantize,
+from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, quantize_multipliers, requantize,
                              requantize_single, round_div, round_shift, saturate)
 from cqtf import pow2
 from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
@@ -110,6 +111,38 @@ class SaturatingSTE(torch.autograd.Function):
         inside, high, low = ctx.saved_tensors
         keep = inside | (high & (grad > 0)) | (low & (grad < 0))
         return grad * keep, None, None, None
+
+
+class ExactWithShadowGradient(torch.autograd.Function):
+    """Forward: the device's exact output. Backward: the gradient a float "shadow" op(x, weight, bias)
+    would get (straight-through on weight rounding), masked as SaturatingSTE masks it, computed by the
+    op's own backward (QuantLayer.op_backward) without ever running the shadow forward.
+
+    high / low may be None where nothing saturated that way (or, below a ReLU's zero, where no
+    gradient should pass): the mask then costs nothing."""
+
+    @staticmethod
+    def forward(ctx, exact, x, weight, bias, inside, high, low, layer):
+        ctx.save_for_backward(x, weight, inside, high, low)
+        ctx.layer, ctx.has_bias = layer, bias is not None
+        return exact.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, inside, high, low = ctx.saved_tensors
+        keep = inside
+        if ctx.layer.saturation_aware:  # the gradient that moves a saturated value back inside passes
+            if high is not None:
+                keep = keep | (high & (grad > 0))
+            if low is not None:
+                keep = keep | (low & (grad < 0))
+        needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias)
+        gx, gw, gb = ctx.layer.op_backward(grad * keep, x, weight, needs)
+        return None, gx, gw, gb, None, None, None, None
+
+
+def _if_any(mask: torch.Tensor) -> torch.Tensor | None:
+    return mask if bool(mask.any()) else None
 
 
 class RangeObserver(nn.Module):
@@ -294,9 +327,9 @@ class QuantLayer(nn.Module):
         bias_scales = torch.from_numpy(weight_scales.astype(np.float64) * float(in_qparams.scale))
         bias = torch.clamp(_round_half_away(self.bias.detach().double() / bias_scales), INT32_MIN, INT32_MAX).long()
         out_qparams = self.observer.qparams()
-        pairs = [quantize_multiplier(effective_scale(in_qparams.scale, s, out_qparams.scale)) for s in weight_scales]
-        multiplier = np.array([m for m, _ in pairs], dtype=np.int32)
-        shift = np.array([s for _, s in pairs], dtype=np.int32)
+        # effective_scale for every channel: the same float64 products of float32 scales
+        reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
+        multiplier, shift = quantize_multipliers(reals)
         act_min = max(-128, out_qparams.zero_point) if self.relu else -128
         act_min, act_max = self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
         return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, act_max)
@@ -375,9 +408,8 @@ class QuantLayer(nn.Module):
 
         w_ste = self._weight_ste(p.weight_frac)
         w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
-        shadow = self.op(x.value, w_fake, self.bias)
-        if self.training:
-            self.observer.observe(self.float_act(shadow))
+        if self.training:  # the shadow's range, from the unsaturated biased accumulator
+            self._observe_accumulator(biased, 2.0 ** -p.acc_frac)
         # Below a ReLU's zero is no saturation: the ReLU's own zero (relu_zero), whose gradient is zero.
         # (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient of a
         # dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
@@ -385,9 +417,9 @@ class QuantLayer(nn.Module):
         low = self.output_like(torch.from_numpy(((pre < p.act_min) | acc_low) & (not self.relu)), x.q)
         relu_zero = self.output_like(torch.from_numpy(self.relu & (pre < 0)), x.q)
         inside = ~(high | low | relu_zero)
-        self._count_health(high | low, self.output_like(torch.from_numpy(block_saturated), x.q), p.weights)
-        shadow = self._ste(shadow, inside, high, low)
-        value = shadow + (exact - shadow).detach()
+        self._count_health(high.numel(), int((high | low).sum()), int(block_saturated.sum()), p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, self.bias, inside, _if_any(high),
+                                              _if_any(low), self)
         return QAct(value, q, p.out_qparams)
 
     def _weight_ste(self, w_frac: int) -> torch.Tensor:
@@ -401,18 +433,13 @@ class QuantLayer(nn.Module):
         limit = 1.5 * wfmt.qmax
         return SaturatingSTE.apply(self.weight, v.abs() <= limit, v > limit, v < -limit)
 
-    def _ste(self, shadow, inside, high, low):
-        if self.saturation_aware:
-            return SaturatingSTE.apply(shadow, inside, high, low)
-        return shadow * inside.float()
-
-    def _count_health(self, saturated: torch.Tensor, acc_saturated: torch.Tensor, weights: torch.Tensor) -> None:
+    def _count_health(self, outputs: int, saturated: int, acc_saturated: int, weights: torch.Tensor) -> None:
         if not self.training:
             return
         h = self.health
-        h["outputs"] = h.get("outputs", 0) + saturated.numel()
-        h["saturated"] = h.get("saturated", 0) + int(saturated.sum())
-        h["acc_saturated"] = h.get("acc_saturated", 0) + int(acc_saturated.sum())
+        h["outputs"] = h.get("outputs", 0) + outputs
+        h["saturated"] = h.get("saturated", 0) + saturated
+        h["acc_saturated"] = h.get("acc_saturated", 0) + acc_saturated
         h["weights_zero"] = float((weights == 0).float().mean())
 
     def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
@@ -438,19 +465,31 @@ class QuantLayer(nn.Module):
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
 
-        # Float shadow for the gradient: straight-through on weight rounding, zero where saturated.
+        # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
         w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (self.weight.dim() - 1))
         w_fake = self.weight + (p.weights * w_scales - self.weight).detach()
-        shadow = self.op(x.value, w_fake, self.bias)
-        if self.training:
-            self.observer.observe(self.float_act(shadow))
-        inside = (requantized >= p.act_min) & (requantized <= p.act_max)
-        high = requantized > p.act_max
-        low = (requantized < p.act_min) & torch.tensor(not self.relu)
-        self._count_health(high | low, torch.zeros_like(high), p.weights)
-        shadow = self._ste(shadow, inside, high, low)
-        value = shadow + (exact - shadow).detach()
+        if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
+            scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
+            self._observe_accumulator(acc, scales)
+        high = _if_any(requantized > p.act_max)
+        below = _if_any(requantized < p.act_min)
+        inside = q == requantized
+        low = None if self.relu else below  # below a ReLU's zero: no saturation, a zero gradient
+        self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, self.bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
+
+    def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
+        """Observes the float pre-activation as acc * scale per channel: the activation is monotonic
+        and the scales positive, so the per-channel extremes of acc give the range."""
+        dims = tuple(d for d in range(acc.ndim) if d != 1)
+        scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), (acc.shape[1],))
+        ends = np.concatenate([acc.min(axis=dims) * scales, acc.max(axis=dims) * scales])
+        self.observer.observe(self.float_act(torch.from_numpy(ends).float()))
+
+    def op_backward(self, grad, x, weight, needs):
+        """(d/dx, d/dweight, d/dbias) of op(x, weight, bias) for the output gradient `grad`."""
+        raise NotImplementedError
 
 
 class BatchNormFold:
@@ -519,6 +558,12 @@ class QuantConv2d(BatchNormFold, QuantLayer):
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding)
 
+    def op_backward(self, grad, x, weight, needs):
+        inner = self.inner
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]], list(inner.stride), list(inner.padding), [1, 1], False, [0, 0],
+            inner.groups, list(needs))
+
     def device_columns(self, q):
         n, c = q.shape[:2]
         kh, kw = self.inner.kernel_size
@@ -556,6 +601,10 @@ class QuantLinear(QuantLayer):
 
     def op(self, x, weight, bias):
         return F.linear(x, weight, bias)
+
+    def op_backward(self, grad, x, weight, needs):
+        return (grad @ weight if needs[0] else None, grad.T @ x if needs[1] else None,
+                grad.sum(0) if needs[2] else None)
 
     def _device_order(self, features: int) -> torch.Tensor:
         shape = self.flatten_from.last_shape if self.flatten_from is not None else None
@@ -630,6 +679,8 @@ class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
 
     def op(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
+
+    op_backward = QuantConv2d.op_backward  # groups included
 
     def device_columns(self, q):
         n, c = q.shape[:2]
