@@ -25,7 +25,7 @@ from torch.nn.modules.utils import _pair
 from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, quantize_multipliers, requantize,
                              requantize_single, round_div, round_shift, saturate)
 from cqtf import pow2
-from cqtf.profile import PRESETS, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
+from cqtf.profile import PRESETS, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -43,7 +43,7 @@ class QParams:
     def from_range(lo: float, hi: float) -> "QParams":
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         scale = np.float32(max(hi - lo, 1e-8) / 255.0)
-        zero_point = int(np.clip(round(-128 - lo / float(scale)), -128, 127))
+        zero_point = min(max(round(-128 - lo / float(scale)), -128), 127)
         return QParams(scale, zero_point)
 
 
@@ -146,7 +146,10 @@ def _if_any(mask: torch.Tensor) -> torch.Tensor | None:
 
 
 class RangeObserver(nn.Module):
-    """Tracks an activation's range: exact min/max while calibrating, an EMA while training."""
+    """Tracks an activation's range: exact min/max while calibrating, an EMA while training.
+
+    The buffers (lo, hi, initialized) are the saved state; a float mirror of them spares the training
+    loop a tensor read per layer and step (reloaded with the state dict)."""
 
     def __init__(self, momentum: float = 0.05):
         super().__init__()
@@ -155,32 +158,48 @@ class RangeObserver(nn.Module):
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
+        self._range: tuple[float, float] | None = None  # (lo, hi) as the buffers hold them; None: not initialized
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._range = (float(self.lo), float(self.hi)) if bool(self.initialized) else None
+
+    def reset(self) -> None:
+        self.initialized.fill_(False)
+        self._range = None
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        lo, hi = x.min().float(), x.max().float()
-        if self.calibrating:
-            self.lo.copy_(torch.minimum(self.lo, lo) if self.initialized else lo)
-            self.hi.copy_(torch.maximum(self.hi, hi) if self.initialized else hi)
-        elif self.initialized:
-            self.lo.lerp_(lo, self.momentum)
-            self.hi.lerp_(hi, self.momentum)
+        lo, hi = torch.aminmax(x.detach())
+        self.observe_range(float(lo), float(hi))
+
+    def observe_range(self, lo: float, hi: float) -> None:
+        """One observation whose extremes are lo and hi."""
+        if self._range is None:
+            new = (lo, hi)
+        elif self.calibrating:
+            new = (min(self._range[0], lo), max(self._range[1], hi))
         else:
-            self.lo.copy_(lo)
-            self.hi.copy_(hi)
+            m = self.momentum
+            new = tuple(old + m * (v - old) for old, v in zip(self._range, (lo, hi)))
+        self._range = (float(np.float32(new[0])), float(np.float32(new[1])))
+        self.lo.fill_(self._range[0])
+        self.hi.fill_(self._range[1])
         self.initialized.fill_(True)
 
-    def qparams(self) -> QParams:
-        if not bool(self.initialized):
+    def range(self) -> tuple[float, float]:
+        if self._range is None:
             raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
-        return QParams.from_range(float(self.lo), float(self.hi))
+        return self._range
+
+    def qparams(self) -> QParams:
+        return QParams.from_range(*self.range())
 
 
 def _observed_frac(observer: RangeObserver, qmax: int) -> int:
     """The most fraction bits that hold the observed range without saturating."""
-    if not bool(observer.initialized):
-        raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
-    return fitting_frac_bits(max(abs(float(observer.lo)), abs(float(observer.hi))), qmax)
+    lo, hi = observer.range()
+    return fitting_frac_bits(max(abs(lo), abs(hi)), qmax)
 
 
 def _round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -285,11 +304,12 @@ class QuantLayer(nn.Module):
         b = self.inner.bias
         return b * (2.0 ** self.act_gain_log2) if self.act_gain_log2 else b
 
-    def fixed_params(self, in_qparams: QParams) -> FixedParams:
-        """The integers of a fixed-point profile; the single source for forward and export."""
+    def fixed_params(self, in_qparams: QParams, weight=None, bias=None) -> FixedParams:
+        """The integers of a fixed-point profile; the single source for forward and export. weight and
+        bias: the float parameters if the caller has them already (else self.weight, self.bias)."""
         prof = self.profile
         wfmt, afmt, acc = prof.weights, prof.activations, prof.accumulator
-        w = self.weight.detach()
+        w = (self.weight if weight is None else weight).detach()
         if wfmt.frac_bits is not None:
             w_frac = wfmt.frac_bits
         elif self.weight_frac is not None:
@@ -303,7 +323,8 @@ class QuantLayer(nn.Module):
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
-        bias = torch.clamp(_round_half_away(self.bias.detach().double() * 2.0 ** acc_frac), acc.min, acc.max).long()
+        b = (self.bias if bias is None else bias).detach()
+        bias = torch.clamp(_round_half_away(b.double() * 2.0 ** acc_frac), acc.min, acc.max).long()
         if afmt.frac_bits is not None:
             out_frac = afmt.frac_bits
         elif self.out_frac is not None:
@@ -318,14 +339,17 @@ class QuantLayer(nn.Module):
     def observed_out_frac(self) -> int:
         return _observed_frac(self.observer, self.profile.activations.qmax) - self.out_frac_drop
 
-    def integer_params(self, in_qparams: QParams) -> IntegerParams:
-        w = self.weight.detach()
+    def integer_params(self, in_qparams: QParams, weight=None, bias=None) -> IntegerParams:
+        """The integers of an int8 profile; the single source for forward and export (weight, bias: as in
+        fixed_params)."""
+        w = (self.weight if weight is None else weight).detach()
         per_channel_max = w.abs().reshape(w.shape[0], -1).amax(dim=1)
         weight_scales = (per_channel_max / WEIGHT_QMAX).clamp(min=1e-12).float().numpy().astype(np.float32)
         w_scale_t = torch.from_numpy(weight_scales).reshape((-1,) + (1,) * (w.dim() - 1))
         weights = torch.clamp(_round_half_away(w / w_scale_t), -WEIGHT_QMAX, WEIGHT_QMAX)
         bias_scales = torch.from_numpy(weight_scales.astype(np.float64) * float(in_qparams.scale))
-        bias = torch.clamp(_round_half_away(self.bias.detach().double() / bias_scales), INT32_MIN, INT32_MAX).long()
+        b = (self.bias if bias is None else bias).detach()
+        bias = torch.clamp(_round_half_away(b.double() / bias_scales), INT32_MIN, INT32_MAX).long()
         out_qparams = self.observer.qparams()
         # effective_scale for every channel: the same float64 products of float32 scales
         reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
@@ -385,18 +409,27 @@ class QuantLayer(nn.Module):
             acc[where], saturated[where] = _saturating_accumulate(sums, 0, acc_spec)
         return acc, saturated
 
-    def _fixed_forward(self, x: QAct) -> QAct:
-        p = self.fixed_params(x.qparams)
-        acc_spec = self.profile.accumulator
-        cols = self.device_columns(x.q).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
+    def _fixed_accumulator(self, xq: torch.Tensor, p: FixedParams, acc_spec) -> tuple[np.ndarray, np.ndarray]:
+        """The device's accumulator before the bias, (N, O, L), and where a block sum or it saturated."""
+        fan_in = p.weights.shape[1:].numel()
+        block = acc_spec.block or fan_in
+        if block >= fan_in:  # one block, the whole dot product: exact, so in any order; the op computes it
+            dot = self._exact_dot(xq, p.weights)
+            return _saturating_accumulate(dot.reshape(1, dot.shape[0], dot.shape[1], -1).numpy(), p.acc_shift,
+                                          acc_spec)
+        cols = self.device_columns(xq).double()  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
-        block = acc_spec.block or w_dev.shape[1]
-        if p.acc_shift == 0 and block < w_dev.shape[1] and type(self).block_sums is QuantLayer.block_sums:
-            acc, block_saturated = self._exact_partial_sums(cols, w_dev, block, acc_spec)
-        else:
-            # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
-            sums = self.block_sums(cols, w_dev, block).long().numpy()  # exact integers already
-            acc, block_saturated = _saturating_accumulate(sums, p.acc_shift, acc_spec)
+        if p.acc_shift == 0 and type(self).block_sums is QuantLayer.block_sums:
+            return self._exact_partial_sums(cols, w_dev, block, acc_spec)
+        # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
+        sums = self.block_sums(cols, w_dev, block).long().numpy()  # exact integers already
+        return _saturating_accumulate(sums, p.acc_shift, acc_spec)
+
+    def _fixed_forward(self, x: QAct) -> QAct:
+        weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
+        p = self.fixed_params(x.qparams, weight, bias)
+        acc_spec = self.profile.accumulator
+        acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec)
         biased = acc + p.bias.numpy()[None, :, None]
         acc = saturate(biased, acc_spec.bits)
         acc_high = (acc == acc_spec.max)
@@ -406,7 +439,7 @@ class QuantLayer(nn.Module):
         q = self.output_like(torch.from_numpy(out), x.q)
         exact = q.float() * float(p.out_qparams.scale)
 
-        w_ste = self._weight_ste(p.weight_frac)
+        w_ste = self._weight_ste(p.weight_frac, weight)
         w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
         if self.training:  # the shadow's range, from the unsaturated biased accumulator
             self._observe_accumulator(biased, 2.0 ** -p.acc_frac)
@@ -418,20 +451,20 @@ class QuantLayer(nn.Module):
         relu_zero = self.output_like(torch.from_numpy(self.relu & (pre < 0)), x.q)
         inside = ~(high | low | relu_zero)
         self._count_health(high.numel(), int((high | low).sum()), int(block_saturated.sum()), p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, self.bias, inside, _if_any(high),
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, _if_any(high),
                                               _if_any(low), self)
         return QAct(value, q, p.out_qparams)
 
-    def _weight_ste(self, w_frac: int) -> torch.Tensor:
+    def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight
         saturated (|w| 2^f past the rounding range of the largest value), only the gradient that
         moves it back passes, so saturated weights do not grow without bound."""
         wfmt = self.profile.weights
         if not isinstance(wfmt, PowerOfTwo):
-            return self.weight
-        v = self.weight.detach() * 2.0 ** w_frac
+            return weight
+        v = weight.detach() * 2.0 ** w_frac
         limit = 1.5 * wfmt.qmax
-        return SaturatingSTE.apply(self.weight, v.abs() <= limit, v > limit, v < -limit)
+        return SaturatingSTE.apply(weight, v.abs() <= limit, v > limit, v < -limit)
 
     def _count_health(self, outputs: int, saturated: int, acc_saturated: int, weights: torch.Tensor) -> None:
         if not self.training:
@@ -442,18 +475,28 @@ class QuantLayer(nn.Module):
         h["acc_saturated"] = h.get("acc_saturated", 0) + acc_saturated
         h["weights_zero"] = float((weights == 0).float().mean())
 
-    def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
-        """The int32 accumulator, exactly (int64). In float32 when no sum of products can pass 2^24 (then
-        every partial sum, in any order the convolution takes, is an exact integer): the bound is the
-        fan-in times the largest input and weight magnitudes. Otherwise in float64, exact below 2^53."""
-        fan_in = weights[0].numel()
-        bound = fan_in * int(xq.abs().max()) * int(weights.abs().max())
+    def _input_code_bound(self) -> int:
+        """The largest |input code| the profile allows: int8 minus a zero point, or a fixed-point code."""
+        afmt = self.profile.activations
+        return 1 << (afmt.total_bits - 1) if isinstance(afmt, FixedPoint) else 255
+
+    def _exact_dot(self, xq: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """op(xq, weights) with no bias, exactly (int64). In float32 when no sum of products can pass 2^24
+        (then every partial sum, in any order the convolution takes, is an exact integer): the bound is
+        the fan-in times the largest input code the profile allows and the largest weight. Otherwise in
+        float64, exact below 2^53."""
+        bound = weights.shape[1:].numel() * self._input_code_bound() * int(weights.abs().max())
         if bound < 2 ** 24:
-            return self.op(xq.float(), weights.float(), None).long() + bias.reshape(view)
-        return self.op(xq.double(), weights.double(), None).round().long() + bias.reshape(view)
+            return self.op(xq.float(), weights.float(), None).long()
+        return self.op(xq.double(), weights.double(), None).round().long()
+
+    def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
+        """The int32 accumulator, exactly (int64): the dot product plus the bias."""
+        return self._exact_dot(xq, weights) + bias.reshape(view)
 
     def _quantized_forward(self, x: QAct) -> QAct:
-        p = self.integer_params(x.qparams)
+        weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
+        p = self.integer_params(x.qparams, weight, bias)
         view = self.channel_view
         acc = self._exact_accumulator(x.q - x.qparams.zero_point, p.weights, p.bias, view).numpy()
         if self.profile.requant.kind == Requant.SINGLE:
@@ -466,8 +509,8 @@ class QuantLayer(nn.Module):
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
 
         # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
-        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (self.weight.dim() - 1))
-        w_fake = self.weight + (p.weights * w_scales - self.weight).detach()
+        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
+        w_fake = weight + (p.weights * w_scales - weight).detach()
         if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
             scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
             self._observe_accumulator(acc, scales)
@@ -476,16 +519,25 @@ class QuantLayer(nn.Module):
         inside = q == requantized
         low = None if self.relu else below  # below a ReLU's zero: no saturation, a zero gradient
         self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, self.bias, inside, high, low, self)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
 
     def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
         """Observes the float pre-activation as acc * scale per channel: the activation is monotonic
         and the scales positive, so the per-channel extremes of acc give the range."""
-        dims = tuple(d for d in range(acc.ndim) if d != 1)
+        per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
         scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), (acc.shape[1],))
-        ends = np.concatenate([acc.min(axis=dims) * scales, acc.max(axis=dims) * scales])
-        self.observer.observe(self.float_act(torch.from_numpy(ends).float()))
+        lo = float((per_channel.min(axis=0).min(axis=1) * scales).min())  # batch axis first: contiguous
+        hi = float((per_channel.max(axis=0).max(axis=1) * scales).max())
+        self.observer.observe_range(*(self._act_of(v) for v in (lo, hi)))
+
+    def _act_of(self, v: float) -> float:
+        """float_act of one value."""
+        if self.act == "relu6":
+            return min(max(v, 0.0), 6.0)
+        if self.act == "hardtanh":
+            return min(max(v, -1.0), 1.0)
+        return max(v, 0.0) if self.relu else v
 
     def op_backward(self, grad, x, weight, needs):
         """(d/dx, d/dweight, d/dbias) of op(x, weight, bias) for the output gradient `grad`."""

@@ -136,7 +136,7 @@ def _calibrate(model: QuantSequential, data: Dataset) -> None:
     model.set_quantized(False)
     model.eval()
     for layer in model.observed_layers():
-        layer.observer.initialized.fill_(False)
+        layer.observer.reset()
     model.set_calibrating(True)
     with torch.no_grad():
         model(torch.from_numpy(data.x_train))
