@@ -20,9 +20,13 @@ from cqtf.pack.header import write_header
 from random_models import random_conv_layer, random_inputs
 
 
-@pytest.fixture(scope="module")
-def requantizers(native_cache):
-    return requantize_library(native_cache), requantize_library(native_cache, "cqtf_requantize_opt_fn")
+# The optimized kernels' requantizers: the general one and the per-channel one of the conv kernel.
+OPTIMIZED_REQUANTIZERS = ("cqtf_requantize_opt_fn", "cqtf_requantize_channel_fn")
+
+
+@pytest.fixture(scope="module", params=OPTIMIZED_REQUANTIZERS)
+def requantizers(native_cache, request):
+    return requantize_library(native_cache), requantize_library(native_cache, request.param)
 
 
 @given(acc=st.integers(INT32_MIN, INT32_MAX), multiplier=st.one_of(st.just(0), st.integers(2**30, INT32_MAX)),
@@ -35,10 +39,11 @@ def test_optimized_requantize_equals_reference(requantizers, acc, multiplier, sh
 
 def test_optimized_requantize_on_ties_and_extremes(requantizers):
     ref, opt = requantizers
-    accs = [0, 1, -1, 2, -2, 3, -3, 2**30, -(2**30), INT32_MAX, INT32_MIN, INT32_MIN + 1, 5, -5, 12345, -12345]
+    accs = [0, 1, -1, 2, -2, 3, -3, 2**30, -(2**30), INT32_MAX, INT32_MIN, INT32_MIN + 1, 5, -5, 12345, -12345,
+            INT32_MAX - 1, 2**31 - 2**29, -(2**31 - 2**29)]
     for acc in accs:
         for multiplier in (0, 2**30, 2**30 + 1, 3 * 2**29, INT32_MAX):
-            for shift in (-31, -30, -17, -2, -1, 0, 1, 2, 30):
+            for shift in (-31, -30, -24, -17, -2, -1, 0, 1, 2, 30):
                 assert opt(acc, multiplier, shift) == ref(acc, multiplier, shift), (acc, multiplier, shift)
 
 

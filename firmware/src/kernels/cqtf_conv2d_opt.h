@@ -55,17 +55,21 @@ static inline void cqtf_im2col_s16(const cqtf_layer_t *layer, const int8_t *inpu
             const int inside = iy >= 0 && iy < (int32_t)in.h && ix >= 0 && ix < (int32_t)in.w;
             const int8_t *src = inside ? &input[cqtf_offset(in, (uint32_t)iy, (uint32_t)ix, 0)] : 0;
 
-            if ((in.c & 3u) == 0u) {
-                for (c = 0; c < in.c; c += 4u, k += 4u) {
-                    uint32_t even = 0, odd = 0;
-                    if (inside) {
+            if ((in.c & 3u) == 0u) { /* a group's two words per 4 inputs, 8 slots apart */
+                int16_t *dst = &col[2u * k];
+                if (inside) {
+                    for (c = 0; c < in.c; c += 4u, dst += 8) {
                         const uint32_t four = cqtf_read_s8x4(src + c);
-                        even = cqtf_sxtab16(offset2, four);
-                        odd = cqtf_sxtab16_ror8(offset2, four);
+                        cqtf_write_s16x2(dst, cqtf_sxtab16(offset2, four));
+                        cqtf_write_s16x2(dst + 2, cqtf_sxtab16_ror8(offset2, four));
                     }
-                    cqtf_write_s16x2(&col[2u * k], even);
-                    cqtf_write_s16x2(&col[2u * k + 2u], odd);
+                } else {
+                    for (c = 0; c < in.c; c += 4u, dst += 8) {
+                        cqtf_write_s16x2(dst, 0u);
+                        cqtf_write_s16x2(dst + 2, 0u);
+                    }
                 }
+                k += in.c;
             } else {
                 for (c = 0; c < in.c; ++c, ++k) {
                     cqtf_store_s16(&col[cqtf_column_slot(k, k_full)], inside ? src[c] + offset : 0);
@@ -76,31 +80,32 @@ static inline void cqtf_im2col_s16(const cqtf_layer_t *layer, const int8_t *inpu
 }
 
 #if CQTF_SIMD_NATIVE
-/* One group (4 values of each column, 4 weights of each row: 16 MACs) in 17 instructions. GCC's
- * own schedule of the C below spilled registers and split the column loads; here each column's
- * two words come in one LDRD and pixel a's are loaded twice, so 4 temporaries suffice. */
+/* One group (4 values of each column, 4 weights of each row: 16 MACs) in 16 instructions: both
+ * columns' words in two LDRDs (a's with the pointer step, b's 8 bytes behind it), each weight word
+ * split once. GCC's own schedule of the C below spilled registers and split the column loads; here
+ * the loop's 14 values (4 sums, 3 pointers or counters, 6 temporaries) fill the core's registers. */
 #define CQTF_GROUP_ASM                                  \
+    "ldrd   %[xa], %[ya], [%[c]], #16\n\t"              \
+    "ldrd   %[xb], %[yb], [%[c], #-8]\n\t"              \
     "ldr    %[we], [%[w0]], #4\n\t"                     \
     "sxtb16 %[wo], %[we], ror #8\n\t"                   \
     "sxtb16 %[we], %[we]\n\t"                           \
-    "ldrd   %[x], %[y], [%[c]]\n\t"                     \
-    "smlad  %[a0], %[x], %[we], %[a0]\n\t"              \
-    "smlad  %[a0], %[y], %[wo], %[a0]\n\t"              \
-    "ldrd   %[x], %[y], [%[c], #8]\n\t"                 \
-    "smlad  %[b0], %[x], %[we], %[b0]\n\t"              \
-    "smlad  %[b0], %[y], %[wo], %[b0]\n\t"              \
+    "smlad  %[a0], %[xa], %[we], %[a0]\n\t"             \
+    "smlad  %[a0], %[ya], %[wo], %[a0]\n\t"             \
+    "smlad  %[b0], %[xb], %[we], %[b0]\n\t"             \
+    "smlad  %[b0], %[yb], %[wo], %[b0]\n\t"             \
     "ldr    %[we], [%[w1]], #4\n\t"                     \
     "sxtb16 %[wo], %[we], ror #8\n\t"                   \
     "sxtb16 %[we], %[we]\n\t"                           \
-    "smlad  %[b1], %[x], %[we], %[b1]\n\t"              \
-    "smlad  %[b1], %[y], %[wo], %[b1]\n\t"              \
-    "ldrd   %[x], %[y], [%[c]], #16\n\t"                \
-    "smlad  %[a1], %[x], %[we], %[a1]\n\t"              \
-    "smlad  %[a1], %[y], %[wo], %[a1]\n\t"
+    "smlad  %[a1], %[xa], %[we], %[a1]\n\t"             \
+    "smlad  %[a1], %[ya], %[wo], %[a1]\n\t"             \
+    "smlad  %[b1], %[xb], %[we], %[b1]\n\t"             \
+    "smlad  %[b1], %[yb], %[wo], %[b1]\n\t"
 
 #define CQTF_GROUP_OPERANDS                                                                     \
     [a0] "+r"(a0), [b0] "+r"(b0), [a1] "+r"(a1), [b1] "+r"(b1), [c] "+r"(col), [w0] "+r"(w0), \
-        [w1] "+r"(w1), [x] "=&r"(x), [y] "=&r"(y), [we] "=&r"(we), [wo] "=&r"(wo)
+        [w1] "+r"(w1), [xa] "=&r"(xa), [ya] "=&r"(ya), [xb] "=&r"(xb), [yb] "=&r"(yb),         \
+        [we] "=&r"(we), [wo] "=&r"(wo)
 #endif
 
 /* `groups` full groups of the interleaved columns (col at a group's first slot) against weight rows
@@ -112,7 +117,7 @@ static inline void cqtf_dot_2x2_groups(const int16_t *col, const int8_t *w0, con
     int32_t a0 = acc[0], b0 = acc[1], a1 = acc[2], b1 = acc[3];
 #if CQTF_SIMD_NATIVE
     /* Two groups per pass (the column is word-aligned scratch: LDRD may load it). */
-    uint32_t pairs = groups / 2u, x, y, we, wo;
+    uint32_t pairs = groups / 2u, xa, ya, xb, yb, we, wo;
 
     if (pairs != 0u) {
         __asm volatile("1:\n\t" CQTF_GROUP_ASM CQTF_GROUP_ASM

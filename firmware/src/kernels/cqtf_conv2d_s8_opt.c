@@ -9,8 +9,9 @@
  * one word of 4 int8 weights is split by SXTB16 into lanes (w0, w2) and (w1, w3), so the columns
  * store each group in the matching order v0, v2, v1, v3 and two SMLADs take the 4 products.
  * The two columns are interleaved group by group (a's 4 values, then b's 4), so one pointer walks
- * both and the loop fits the core's registers: per 16 MACs, 4 column loads, 2 weight loads,
- * 4 SXTB16, 8 SMLAD and 4 of loop upkeep.
+ * both and the loop fits the core's registers: per 16 MACs, 2 column LDRDs, 2 weight loads,
+ * 4 SXTB16, 8 SMLAD and 1 of loop upkeep. The requantization constants of a channel pair are
+ * loaded once per pixel pair (cqtf_requant_channel) where the layer allows it.
  * The K % 4 last values stay in natural order (still interleaved) and are summed one by one.
  */
 #include "cqtf_fixed.h"
@@ -40,6 +41,11 @@ static inline int8_t requant_clamp(const cqtf_quant_t *q, uint32_t oc, int32_t a
     return (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
 }
 
+static inline int8_t offset_clamp(const cqtf_quant_t *q, int32_t requantized)
+{
+    return (int8_t)cqtf_clamp(requantized + q->output_offset, q->act_min, q->act_max);
+}
+
 /* Dot products of the interleaved columns a and b with weight rows w0 and w1 (w1 may equal w0):
  * acc[0] += a.w0, acc[1] += b.w0, acc[2] += a.w1, acc[3] += b.w1. */
 static void dot_2x2(const int16_t *col, const int8_t *w0, const int8_t *w1, uint32_t k_all,
@@ -49,7 +55,7 @@ static void dot_2x2(const int16_t *col, const int8_t *w0, const int8_t *w1, uint
     uint32_t k;
 #if CQTF_SIMD_NATIVE
     /* Two groups per pass (the column is word-aligned scratch: LDRD may load it). */
-    uint32_t pairs = k_all / 8u, x, y, we, wo;
+    uint32_t pairs = k_all / 8u, xa, ya, xb, yb, we, wo;
 
     if (pairs != 0u) {
         __asm volatile("1:\n\t" CQTF_GROUP_ASM CQTF_GROUP_ASM
@@ -103,10 +109,12 @@ cqtf_status_t cqtf_conv2d_s8_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *laye
     const uint32_t k_all = (uint32_t)layer->kernel_h * layer->kernel_w * layer->in.c;
     int16_t *const col = (int16_t *)ctx->scratch; /* pixel a's slots from 0, pixel b's from 4 */
     uint32_t p, oc;
+    int channel_requant;
 
     if (!conv2d_opt_layer_ok(ctx, layer)) {
         return CQTF_ERR_BAD_LAYER;
     }
+    channel_requant = cqtf_requant_channels_ok(q, out_c);
     for (p = 0; p < pixels; p += 2u) {
         const int two = (p + 1u < pixels); /* a lone last pixel leaves b's results unused */
         int8_t *const out_a = &output[p * out_c];
@@ -124,6 +132,18 @@ cqtf_status_t cqtf_conv2d_s8_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *laye
             acc[0] = acc[1] = layer->bias[oc];
             acc[2] = acc[3] = layer->bias[oc_2];
             dot_2x2(col, w0, w1, k_all, acc);
+            if (channel_requant) { /* the two channels' constants serve both pixels */
+                const cqtf_requant_channel_t r0 = cqtf_requant_channel(q->multiplier[oc], q->shift[oc]);
+                const cqtf_requant_channel_t r1 = cqtf_requant_channel(q->multiplier[oc_2], q->shift[oc_2]);
+
+                out_a[oc] = offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[0]));
+                out_a[oc_2] = offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[2]));
+                if (two) {
+                    out_b[oc] = offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[1]));
+                    out_b[oc_2] = offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[3]));
+                }
+                continue;
+            }
             out_a[oc] = requant_clamp(q, oc, acc[0]);
             out_a[oc_2] = requant_clamp(q, oc_2, acc[2]);
             if (two) {

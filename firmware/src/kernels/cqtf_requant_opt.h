@@ -6,7 +6,8 @@
  * for p >= 0 both round half up; for p < 0, truncating (p + 1 - 2^30) / 2^31 toward zero equals
  * flooring (p + 1 - 2^30 + 2^31 - 1) / 2^31. So one add and one arithmetic shift replace the sign
  * test and the division (its INT32_MIN * INT32_MIN case cannot occur: the multiplier is >= 0).
- * This relies on >> of a negative int64 being arithmetic, as gcc and clang define it (C99 leaves
+ * This relies on >> of a negative int64 (and, in cqtf_requant_channel_apply, int32) being
+ * arithmetic, as gcc and clang define it (C99 leaves
  * it to the implementation; cqtf_requant.h, the reference, avoids it). RoundingDivideByPOT is
  * unchanged. tests/test_kernels_optimized.py compares it with the reference on edge and random
  * values.
@@ -16,6 +17,7 @@
 
 #include <stdint.h>
 
+#include "cqtf_fixed.h"
 #include "cqtf_requant.h"
 
 static inline int32_t cqtf_requantize_opt(int32_t acc, int32_t multiplier, int32_t shift)
@@ -32,7 +34,55 @@ static inline int32_t cqtf_requantize_opt(int32_t acc, int32_t multiplier, int32
     return cqtf_rounding_divide_by_pot(high, -shift);
 }
 
-/* Non-inline copy for host tests (ctypes); defined in cqtf_requant.c. */
+/* One output channel's constants for cqtf_requant_channel_apply, hoisted out of the pixel loop.
+ * Only for shift <= 0 (scales below 1, the usual case): there is no left shift to saturate. */
+typedef struct {
+    int32_t multiplier;
+    int32_t right;     /* -shift, 0..31 */
+    int32_t mask;      /* 2^right - 1: the bits RoundingDivideByPOT drops */
+    int32_t threshold; /* mask >> 1: a larger remainder (larger than it + 1 when negative) rounds away */
+} cqtf_requant_channel_t;
+
+static inline cqtf_requant_channel_t cqtf_requant_channel(int32_t multiplier, int32_t shift)
+{
+    cqtf_requant_channel_t ch;
+
+    ch.multiplier = multiplier;
+    ch.right = -shift;
+    ch.mask = (int32_t)(((uint32_t)1 << ch.right) - 1u);
+    ch.threshold = ch.mask >> 1;
+    return ch;
+}
+
+/* cqtf_requantize_opt for a channel of cqtf_requant_channel(): the same two roundings, no branch. */
+static inline int32_t cqtf_requant_channel_apply(const cqtf_requant_channel_t *ch, int32_t acc)
+{
+    const int32_t high = (int32_t)(((int64_t)acc * ch->multiplier + ((int64_t)1 << 30)) >> 31);
+    const int32_t threshold = ch->threshold + (int32_t)((uint32_t)high >> 31);
+
+    return (high >> ch->right) + (((high & ch->mask) > threshold) ? 1 : 0);
+}
+
+/* 1 when every output channel of the layer may take cqtf_requant_channel_apply: TFLM double
+ * rounding and no shift above 0. */
+static inline int cqtf_requant_channels_ok(const cqtf_quant_t *q, uint32_t channels)
+{
+    uint32_t c;
+
+    if (cqtf_single_rounding(q)) {
+        return 0;
+    }
+    for (c = 0; c < channels; ++c) {
+        if (q->shift[c] > 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Non-inline copies for host tests (ctypes); defined in cqtf_requant.c. The channel one takes the
+ * channel path where the shift allows it and cqtf_requantize_opt elsewhere, as the kernels do. */
 int32_t cqtf_requantize_opt_fn(int32_t acc, int32_t multiplier, int32_t shift);
+int32_t cqtf_requantize_channel_fn(int32_t acc, int32_t multiplier, int32_t shift);
 
 #endif /* CQTF_REQUANT_OPT_H */
