@@ -151,12 +151,13 @@ def stack_high_water(qmp_path: str, elf: Path, scratch: Path) -> int | None:
     hide a word or two)."""
     limit, size = _stack_region(elf)
     dump = scratch / "stack.bin"
-    _hmp(qmp_path, f'pmemsave {limit:#x} {size} "{dump}"')
+    _hmp(qmp_path, f'memsave {limit:#x} {size} "{dump}"')
     data = np.frombuffer(dump.read_bytes(), dtype="<u4") if dump.exists() else np.zeros(0, "<u4")
     if len(data) * 4 != size:
         return None
     used = np.flatnonzero(data)
-    # all zeros: the dump did not see the stack (mps2-an505's secure-alias RAM reads as zeros there)
+    # memsave reads through the CPU's view (pmemsave's physical view read mps2-an505's secure-alias
+    # RAM as zeros); all zeros still means the dump did not see the stack
     return int(size - 4 * used[0]) if len(used) else None
 
 
