@@ -52,7 +52,7 @@ class GradientMonitor:
                 "layer": i,
                 "saturated_share": round(h.get("saturated", 0) / outputs, 5),
                 "acc_saturated_share": round(h.get("acc_saturated", 0) / outputs, 5),
-                "weights_zero_share": round(h.get("weights_zero", 0.0), 5),
+                "weights_zero_share": round(_zero_share(h.get("weights")), 5),
                 "grad_zero_share": round(self.zero[i] / n, 5),
                 "grad_norm": round(norm, 6),
             }
@@ -60,3 +60,8 @@ class GradientMonitor:
             entry["vanishing"] = bool(entry["grad_zero_share"] > VANISHING_ZERO_SHARE or ratio_low)
             report.append(entry)
         return report
+
+
+def _zero_share(weights: torch.Tensor | None) -> float:
+    """The share of zeros among the integer weights of a layer's last training forward (0 if none)."""
+    return 0.0 if weights is None else float((weights == 0).float().mean())

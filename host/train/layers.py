@@ -119,7 +119,8 @@ class ExactWithShadowGradient(torch.autograd.Function):
     op's own backward (QuantLayer.op_backward) without ever running the shadow forward.
 
     high / low may be None where nothing saturated that way (or, below a ReLU's zero, where no
-    gradient should pass): the mask then costs nothing."""
+    gradient should pass): the mask then costs nothing; inside may be None where every output is
+    inside (then high and low are None too)."""
 
     @staticmethod
     def forward(ctx, exact, x, weight, bias, inside, high, low, layer):
@@ -137,7 +138,7 @@ class ExactWithShadowGradient(torch.autograd.Function):
             if low is not None:
                 keep = keep | (low & (grad < 0))
         needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias)
-        gx, gw, gb = ctx.layer.op_backward(grad * keep, x, weight, needs)
+        gx, gw, gb = ctx.layer.op_backward(grad if keep is None else grad * keep, x, weight, needs)
         return None, gx, gw, gb, None, None, None, None
 
 
@@ -346,7 +347,8 @@ class QuantLayer(nn.Module):
         per_channel_max = w.abs().reshape(w.shape[0], -1).amax(dim=1)
         weight_scales = (per_channel_max / WEIGHT_QMAX).clamp(min=1e-12).float().numpy().astype(np.float32)
         w_scale_t = torch.from_numpy(weight_scales).reshape((-1,) + (1,) * (w.dim() - 1))
-        weights = torch.clamp(_round_half_away(w / w_scale_t), -WEIGHT_QMAX, WEIGHT_QMAX)
+        # no clamp needed: |w| <= max and scale = fl32(max / 127), so |w / scale| < 127 (1 + 2^-22) < 127.5
+        weights = _round_half_away(w / w_scale_t)
         bias_scales = torch.from_numpy(weight_scales.astype(np.float64) * float(in_qparams.scale))
         b = (self.bias if bias is None else bias).detach()
         bias = torch.clamp(_round_half_away(b.double() / bias_scales), INT32_MIN, INT32_MAX).long()
@@ -473,7 +475,7 @@ class QuantLayer(nn.Module):
         h["outputs"] = h.get("outputs", 0) + outputs
         h["saturated"] = h.get("saturated", 0) + saturated
         h["acc_saturated"] = h.get("acc_saturated", 0) + acc_saturated
-        h["weights_zero"] = float((weights == 0).float().mean())
+        h["weights"] = weights  # train/health.py counts its zeros once per epoch, not per step
 
     def _input_code_bound(self) -> int:
         """The largest |input code| the profile allows: int8 minus a zero point, or a fixed-point code."""
@@ -514,10 +516,12 @@ class QuantLayer(nn.Module):
         if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
             scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
             self._observe_accumulator(acc, scales)
-        high = _if_any(requantized > p.act_max)
-        below = _if_any(requantized < p.act_min)
-        inside = q == requantized
-        low = None if self.relu else below  # below a ReLU's zero: no saturation, a zero gradient
+        # one pass finds whether anything left the range; the masks only where something did
+        lowest, highest = (int(v) for v in torch.aminmax(requantized))
+        high = requantized > p.act_max if highest > p.act_max else None
+        # below a ReLU's zero: no saturation, a zero gradient (inside is False there)
+        low = requantized < p.act_min if lowest < p.act_min and not self.relu else None
+        inside = q == requantized if lowest < p.act_min or highest > p.act_max else None
         self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
         value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
