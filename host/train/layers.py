@@ -13,6 +13,8 @@ exporter (train/export.py) both call it, so what trains is what ships.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -434,8 +436,6 @@ class QuantLayer(nn.Module):
         acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec)
         biased = acc + p.bias.numpy()[None, :, None]
         acc = saturate(biased, acc_spec.bits)
-        acc_high = (acc == acc_spec.max)
-        acc_low = (acc == acc_spec.min)
         pre = round_shift(acc, -p.shift, self.profile.requant.rounding)
         out = np.clip(pre, p.act_min, p.act_max)
         q = self.output_like(torch.from_numpy(out), x.q)
@@ -448,13 +448,21 @@ class QuantLayer(nn.Module):
         # Below a ReLU's zero is no saturation: the ReLU's own zero (relu_zero), whose gradient is zero.
         # (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient of a
         # dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
-        high = self.output_like(torch.from_numpy((pre > p.act_max) | acc_high), x.q)
-        low = self.output_like(torch.from_numpy(((pre < p.act_min) | acc_low) & (not self.relu)), x.q)
-        relu_zero = self.output_like(torch.from_numpy(self.relu & (pre < 0)), x.q)
-        inside = ~(high | low | relu_zero)
-        self._count_health(high.numel(), int((high | low).sum()), int(block_saturated.sum()), p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, _if_any(high),
-                                              _if_any(low), self)
+        # The extremes say which masks can be non-empty; only those are built.
+        pre_lo, pre_hi, acc_lo, acc_hi = int(pre.min()), int(pre.max()), int(acc.min()), int(acc.max())
+        as_output = lambda mask: self.output_like(torch.from_numpy(mask), x.q)
+        high = low = None
+        if pre_hi > p.act_max or acc_hi == acc_spec.max:
+            high = as_output((pre > p.act_max) | (acc == acc_spec.max))
+        if not self.relu and (pre_lo < p.act_min or acc_lo == acc_spec.min):
+            low = as_output((pre < p.act_min) | (acc == acc_spec.min))
+        relu_zero = as_output(pre < 0) if self.relu and pre_lo < 0 else None
+        masks = [m for m in (high, low, relu_zero) if m is not None]
+        inside = ~functools.reduce(torch.logical_or, masks) if masks else None
+        saturated = [m for m in (high, low) if m is not None]
+        saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
+        self._count_health(int(np.prod(pre.shape)), saturated, int(block_saturated.sum()), p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
