@@ -209,6 +209,10 @@ def _round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _round_half_away_np(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
 def _pad_blocks(t: torch.Tensor, dim: int, block: int) -> torch.Tensor:
     """Zero products appended along `dim` up to a multiple of `block` (a zero adds nothing to a block sum)."""
     extra = -t.shape[dim] % block
@@ -345,15 +349,17 @@ class QuantLayer(nn.Module):
     def integer_params(self, in_qparams: QParams, weight=None, bias=None) -> IntegerParams:
         """The integers of an int8 profile; the single source for forward and export (weight, bias: as in
         fixed_params)."""
-        w = (self.weight if weight is None else weight).detach()
-        per_channel_max = w.abs().reshape(w.shape[0], -1).amax(dim=1)
-        weight_scales = (per_channel_max / WEIGHT_QMAX).clamp(min=1e-12).float().numpy().astype(np.float32)
-        w_scale_t = torch.from_numpy(weight_scales).reshape((-1,) + (1,) * (w.dim() - 1))
+        # In numpy: these arrays are small (weights, one value per channel), where torch's per-call cost
+        # dominates; float32 and float64 IEEE operations, the same values either way.
+        w = (self.weight if weight is None else weight).detach().float().numpy()
+        per_channel_max = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+        weight_scales = np.maximum(per_channel_max / np.float32(WEIGHT_QMAX), np.float32(1e-12))
+        w_scales = weight_scales.reshape((-1,) + (1,) * (w.ndim - 1))
         # no clamp needed: |w| <= max and scale = fl32(max / 127), so |w / scale| < 127 (1 + 2^-22) < 127.5
-        weights = _round_half_away(w / w_scale_t)
-        bias_scales = torch.from_numpy(weight_scales.astype(np.float64) * float(in_qparams.scale))
-        b = (self.bias if bias is None else bias).detach()
-        bias = torch.clamp(_round_half_away(b.double() / bias_scales), INT32_MIN, INT32_MAX).long()
+        weights = torch.from_numpy(_round_half_away_np(w / w_scales))
+        bias_scales = weight_scales.astype(np.float64) * float(in_qparams.scale)
+        b = (self.bias if bias is None else bias).detach().double().numpy()
+        bias = torch.from_numpy(np.clip(_round_half_away_np(b / bias_scales), INT32_MIN, INT32_MAX).astype(np.int64))
         out_qparams = self.observer.qparams()
         # effective_scale for every channel: the same float64 products of float32 scales
         reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
