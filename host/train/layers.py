@@ -317,21 +317,23 @@ class QuantLayer(nn.Module):
         prof = self.profile
         wfmt, afmt, acc = prof.weights, prof.activations, prof.accumulator
         w = (self.weight if weight is None else weight).detach()
+        w_np = w.double().numpy()  # small arrays: numpy, the same float64 values as torch
         if wfmt.frac_bits is not None:
             w_frac = wfmt.frac_bits
         elif self.weight_frac is not None:
             w_frac = self.weight_frac
         else:
-            w_frac = fitting_frac_bits(float(w.abs().max()), wfmt.qmax) - self.weight_frac_drop
+            w_frac = fitting_frac_bits(float(np.abs(w_np).max()), wfmt.qmax) - self.weight_frac_drop
         if isinstance(wfmt, PowerOfTwo):
             weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
         else:
-            weights = torch.clamp(_round_half_away(w.double() * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax).float()
+            weights = np.clip(_round_half_away_np(w_np * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax)
+            weights = torch.from_numpy(weights.astype(np.float32))
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
-        b = (self.bias if bias is None else bias).detach()
-        bias = torch.clamp(_round_half_away(b.double() * 2.0 ** acc_frac), acc.min, acc.max).long()
+        b = (self.bias if bias is None else bias).detach().double().numpy()
+        bias = torch.from_numpy(np.clip(_round_half_away_np(b * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
         if afmt.frac_bits is not None:
             out_frac = afmt.frac_bits
         elif self.out_frac is not None:
