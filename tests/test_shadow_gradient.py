@@ -57,3 +57,22 @@ def test_an_input_without_gradient_gets_none():
     out = ExactWithShadowGradient.apply(torch.zeros(1, 3, 4, 4), x, w, None, ones, ~ones, ~ones, layer)
     (gw,) = torch.autograd.grad(out.sum(), (w,))
     assert gw.shape == w.shape and gw.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_no_masks_means_everything_inside(kind):
+    """inside=None (the forward saw nothing leave the range) passes the gradient as an all-True mask."""
+    gen = torch.Generator().manual_seed(11)
+    make, in_shape = LAYERS[kind]
+    layer = make()
+    x = torch.randn(in_shape, generator=gen, requires_grad=True)
+    w = layer.inner.weight.detach().clone().requires_grad_(True)
+    b = torch.randn(layer.inner.bias.shape, generator=gen, requires_grad=True)
+    shape = layer.op(x, w, b).shape
+    upstream = torch.randn(shape, generator=gen)
+    exact = torch.randn(shape, generator=gen)
+    ones = torch.ones(shape, dtype=torch.bool)
+    masked = _grads(ExactWithShadowGradient.apply(exact, x, w, b, ones, None, None, layer), (x, w, b), upstream)
+    unmasked = _grads(ExactWithShadowGradient.apply(exact, x, w, b, None, None, None, layer), (x, w, b), upstream)
+    for name, e, g in zip("xwb", masked, unmasked):
+        assert torch.equal(g, e), f"d/d{name} differs"
