@@ -151,8 +151,9 @@ def _if_any(mask: torch.Tensor) -> torch.Tensor | None:
 class RangeObserver(nn.Module):
     """Tracks an activation's range: exact min/max while calibrating, an EMA while training.
 
-    The buffers (lo, hi, initialized) are the saved state; a float mirror of them spares the training
-    loop a tensor read per layer and step (reloaded with the state dict)."""
+    The buffers (lo, hi, initialized) are the saved state. The training loop works on a float mirror of
+    them (no tensor read or write per layer and step); the buffers follow when a state dict is taken,
+    and the mirror when one is loaded."""
 
     def __init__(self, momentum: float = 0.05):
         super().__init__()
@@ -161,15 +162,28 @@ class RangeObserver(nn.Module):
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
-        self._range: tuple[float, float] | None = None  # (lo, hi) as the buffers hold them; None: not initialized
+        self._range: tuple[float, float] | None = None  # (lo, hi) as float32 values; None: not initialized
+        self._buffers_stale = False
+        self._qparams: tuple[tuple[float, float], QParams] | None = None  # (for range, qparams)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._range = (float(self.lo), float(self.hi)) if bool(self.initialized) else None
+        self._buffers_stale = False
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._buffers_stale:
+            with torch.no_grad():
+                self.initialized.fill_(self._range is not None)
+                if self._range is not None:
+                    self.lo.fill_(self._range[0])
+                    self.hi.fill_(self._range[1])
+            self._buffers_stale = False
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def reset(self) -> None:
-        self.initialized.fill_(False)
         self._range = None
+        self._buffers_stale = True
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
@@ -186,9 +200,7 @@ class RangeObserver(nn.Module):
             m = self.momentum
             new = tuple(old + m * (v - old) for old, v in zip(self._range, (lo, hi)))
         self._range = (float(np.float32(new[0])), float(np.float32(new[1])))
-        self.lo.fill_(self._range[0])
-        self.hi.fill_(self._range[1])
-        self.initialized.fill_(True)
+        self._buffers_stale = True
 
     def range(self) -> tuple[float, float]:
         if self._range is None:
@@ -196,7 +208,10 @@ class RangeObserver(nn.Module):
         return self._range
 
     def qparams(self) -> QParams:
-        return QParams.from_range(*self.range())
+        current = self.range()
+        if self._qparams is None or self._qparams[0] != current:
+            self._qparams = (current, QParams.from_range(*current))
+        return self._qparams[1]
 
 
 def _observed_frac(observer: RangeObserver, qmax: int) -> int:
