@@ -518,13 +518,22 @@ class QuantLayer(nn.Module):
         (then every partial sum, in any order the convolution takes, is an exact integer): the bound is
         the fan-in times the largest input code the profile allows and the largest weight. Otherwise in
         float64, exact below 2^53."""
-        bound = weights.shape[1:].numel() * self._input_code_bound() * int(weights.abs().max())
+        bound = self._dot_bound(weights)
         if bound < 2 ** 24:
             return self.op(xq.float(), weights.float(), None).long()
         return self.op(xq.double(), weights.double(), None).round().long()
 
+    def _dot_bound(self, weights: torch.Tensor) -> int:
+        """The largest |sum of products| of one output: fan-in x largest input code x largest weight
+        (int8 weights: at most 127 by construction, no need to look)."""
+        largest = WEIGHT_QMAX if not self.profile.is_fixed else int(np.abs(weights.numpy()).max())
+        return weights.shape[1:].numel() * self._input_code_bound() * largest
+
     def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
-        """The int32 accumulator, exactly (int64): the dot product plus the bias."""
+        """The int32 accumulator, exactly (int64): the dot product plus the bias. With the bias inside the
+        op (one pass fewer) when the dot product's bound plus the largest bias stays below 2^24."""
+        if self._dot_bound(weights) + int(np.abs(bias.numpy()).max()) < 2 ** 24:
+            return self.op(xq.float(), weights.float(), bias.float()).long()
         return self._exact_dot(xq, weights) + bias.reshape(view)
 
     def _quantized_forward(self, x: QAct) -> QAct:
