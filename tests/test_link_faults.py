@@ -113,12 +113,14 @@ def _progress_lines(path: Path) -> int:
 def test_interrupted_run_resumes_where_it_stopped(firmware, trained_dir, tmp_path):
     progress = tmp_path / PROGRESS_NAME
     with emulate(DEFAULT_BOARD, firmware) as emulator:
-        # a 38400-baud wire makes the run last about 7 s: time to interrupt it part way even when this
-        # process is descheduled for a while (at 115200 baud a CI run once finished before the Ctrl-C)
-        with LinkProxy(("127.0.0.1", _qemu_port(emulator.url)), baud=38400) as proxy:
+        # a 115200-baud wire makes the run last about 3 s: time to interrupt it half way
+        with LinkProxy(("127.0.0.1", _qemu_port(emulator.url)), baud=115200) as proxy:
             proc = subprocess.Popen([sys.executable, "-m", "cqtf.cli", "validate", "--port", proxy.url,
                                      "--model", str(trained_dir.root), "--out", str(tmp_path)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    # a background job of a non-interactive shell (a CI runner's) ignores
+                                    # SIGINT, and so would its children: a user's Ctrl-C has the default
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             deadline = time.monotonic() + 60
             while _progress_lines(progress) < 101 and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.02)
