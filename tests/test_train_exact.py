@@ -65,6 +65,6 @@ def test_exact_accumulator_equals_int64_on_both_sides_of_the_float32_bound(fan_i
     x[0], w[0] = 255, 127  # the extremes, so the largest sums are reached
     x[1], w[1] = -255, 127
     bias = rng.integers(-2 ** 31, 2 ** 31, size=6)
-    got = layer._exact_accumulator(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias), (1, -1))
+    got = layer._exact_dot(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias))
     assert got.dtype == torch.int64
     assert np.array_equal(got.numpy(), x @ w.T + bias)

@@ -144,10 +144,6 @@ class ExactWithShadowGradient(torch.autograd.Function):
         return None, gx, gw, gb, None, None, None, None
 
 
-def _if_any(mask: torch.Tensor) -> torch.Tensor | None:
-    return mask if bool(mask.any()) else None
-
-
 class RangeObserver(nn.Module):
     """Tracks an activation's range: exact min/max while calibrating, an EMA while training.
 
@@ -220,11 +216,7 @@ def _observed_frac(observer: RangeObserver, qmax: int) -> int:
     return fitting_frac_bits(max(abs(lo), abs(hi)), qmax)
 
 
-def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
-
-
-def _round_half_away_np(x: np.ndarray) -> np.ndarray:
+def _round_half_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
@@ -342,13 +334,13 @@ class QuantLayer(nn.Module):
         if isinstance(wfmt, PowerOfTwo):
             weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
         else:
-            weights = np.clip(_round_half_away_np(w_np * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax)
+            weights = np.clip(_round_half_away(w_np * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax)
             weights = torch.from_numpy(weights.astype(np.float32))
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
         b = (self.bias if bias is None else bias).detach().double().numpy()
-        bias = torch.from_numpy(np.clip(_round_half_away_np(b * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
+        bias = torch.from_numpy(np.clip(_round_half_away(b * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
         if afmt.frac_bits is not None:
             out_frac = afmt.frac_bits
         elif self.out_frac is not None:
@@ -373,10 +365,10 @@ class QuantLayer(nn.Module):
         weight_scales = np.maximum(per_channel_max / np.float32(WEIGHT_QMAX), np.float32(1e-12))
         w_scales = weight_scales.reshape((-1,) + (1,) * (w.ndim - 1))
         # no clamp needed: |w| <= max and scale = fl32(max / 127), so |w / scale| < 127 (1 + 2^-22) < 127.5
-        weights = torch.from_numpy(_round_half_away_np(w / w_scales))
+        weights = torch.from_numpy(_round_half_away(w / w_scales))
         bias_scales = weight_scales.astype(np.float64) * float(in_qparams.scale)
         b = (self.bias if bias is None else bias).detach().double().numpy()
-        bias = torch.from_numpy(np.clip(_round_half_away_np(b / bias_scales), INT32_MIN, INT32_MAX).astype(np.int64))
+        bias = torch.from_numpy(np.clip(_round_half_away(b / bias_scales), INT32_MIN, INT32_MAX).astype(np.int64))
         out_qparams = self.observer.qparams()
         # effective_scale for every channel: the same float64 products of float32 scales
         reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
@@ -483,8 +475,8 @@ class QuantLayer(nn.Module):
         masks = [m for m in (high, low, relu_zero) if m is not None]
         inside = ~functools.reduce(torch.logical_or, masks) if masks else None
         saturated = [m for m in (high, low) if m is not None]
-        saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
-        self._count_health(int(np.prod(pre.shape)), saturated, int(block_saturated.sum()), p.weights)
+        n_saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
+        self._count_health(pre.size, n_saturated, int(block_saturated.sum()), p.weights)
         value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
 
@@ -513,15 +505,16 @@ class QuantLayer(nn.Module):
         afmt = self.profile.activations
         return 1 << (afmt.total_bits - 1) if isinstance(afmt, FixedPoint) else 255
 
-    def _exact_dot(self, xq: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """op(xq, weights) with no bias, exactly (int64). In float32 when no sum of products can pass 2^24
-        (then every partial sum, in any order the convolution takes, is an exact integer): the bound is
-        the fan-in times the largest input code the profile allows and the largest weight. Otherwise in
-        float64, exact below 2^53."""
-        bound = self._dot_bound(weights)
-        if bound < 2 ** 24:
-            return self.op(xq.float(), weights.float(), None).long()
-        return self.op(xq.double(), weights.double(), None).round().long()
+    def _exact_dot(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """op(xq, weights, bias) exactly (int64). In float32, the bias inside the op, when no partial sum
+        can pass 2^24 (then every one, in any order the convolution takes, is an exact integer): the
+        bound is the fan-in times the largest input code the profile allows and the largest weight, plus
+        the largest bias. Otherwise the dot product in float64 (exact below 2^53), the bias added in int64."""
+        bias_bound = 0 if bias is None else int(np.abs(bias.numpy()).max())
+        if self._dot_bound(weights) + bias_bound < 2 ** 24:
+            return self.op(xq.float(), weights.float(), None if bias is None else bias.float()).long()
+        dot = self.op(xq.double(), weights.double(), None).round().long()
+        return dot if bias is None else dot + bias.reshape(self.channel_view)
 
     def _dot_bound(self, weights: torch.Tensor) -> int:
         """The largest |sum of products| of one output: fan-in x largest input code x largest weight
@@ -529,18 +522,11 @@ class QuantLayer(nn.Module):
         largest = WEIGHT_QMAX if not self.profile.is_fixed else int(np.abs(weights.numpy()).max())
         return weights.shape[1:].numel() * self._input_code_bound() * largest
 
-    def _exact_accumulator(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, view) -> torch.Tensor:
-        """The int32 accumulator, exactly (int64): the dot product plus the bias. With the bias inside the
-        op (one pass fewer) when the dot product's bound plus the largest bias stays below 2^24."""
-        if self._dot_bound(weights) + int(np.abs(bias.numpy()).max()) < 2 ** 24:
-            return self.op(xq.float(), weights.float(), bias.float()).long()
-        return self._exact_dot(xq, weights) + bias.reshape(view)
-
     def _quantized_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
         p = self.integer_params(x.qparams, weight, bias)
         view = self.channel_view
-        acc = self._exact_accumulator(x.q - x.qparams.zero_point, p.weights, p.bias, view).numpy()
+        acc = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias).numpy()  # the int32 accumulator
         if self.profile.requant.kind == Requant.SINGLE:
             requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),
                                             self.profile.requant.rounding)
