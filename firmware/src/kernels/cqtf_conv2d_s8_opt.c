@@ -32,20 +32,6 @@ static int conv2d_opt_layer_ok(const cqtf_ctx_t *ctx, const cqtf_layer_t *layer)
     return cqtf_requant_params_ok(layer);
 }
 
-static inline int8_t requant_clamp(const cqtf_quant_t *q, uint32_t oc, int32_t acc)
-{
-    if (cqtf_single_rounding(q)) {
-        return cqtf_requant_single_clamp(q, oc, acc);
-    }
-    const int32_t out = cqtf_requantize_opt(acc, q->multiplier[oc], q->shift[oc]) + q->output_offset;
-    return (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
-}
-
-static inline int8_t offset_clamp(const cqtf_quant_t *q, int32_t requantized)
-{
-    return (int8_t)cqtf_clamp(requantized + q->output_offset, q->act_min, q->act_max);
-}
-
 /* Dot products of the interleaved columns a and b with weight rows w0 and w1 (w1 may equal w0):
  * acc[0] += a.w0, acc[1] += b.w0, acc[2] += a.w1, acc[3] += b.w1. */
 static void dot_2x2(const int16_t *col, const int8_t *w0, const int8_t *w1, uint32_t k_all,
@@ -136,19 +122,19 @@ cqtf_status_t cqtf_conv2d_s8_opt(const cqtf_ctx_t *ctx, const cqtf_layer_t *laye
                 const cqtf_requant_channel_t r0 = cqtf_requant_channel(q->multiplier[oc], q->shift[oc]);
                 const cqtf_requant_channel_t r1 = cqtf_requant_channel(q->multiplier[oc_2], q->shift[oc_2]);
 
-                out_a[oc] = offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[0]));
-                out_a[oc_2] = offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[2]));
+                out_a[oc] = cqtf_offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[0]));
+                out_a[oc_2] = cqtf_offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[2]));
                 if (two) {
-                    out_b[oc] = offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[1]));
-                    out_b[oc_2] = offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[3]));
+                    out_b[oc] = cqtf_offset_clamp(q, cqtf_requant_channel_apply(&r0, acc[1]));
+                    out_b[oc_2] = cqtf_offset_clamp(q, cqtf_requant_channel_apply(&r1, acc[3]));
                 }
                 continue;
             }
-            out_a[oc] = requant_clamp(q, oc, acc[0]);
-            out_a[oc_2] = requant_clamp(q, oc_2, acc[2]);
+            out_a[oc] = cqtf_requant_clamp_opt(q, oc, acc[0]);
+            out_a[oc_2] = cqtf_requant_clamp_opt(q, oc_2, acc[2]);
             if (two) {
-                out_b[oc] = requant_clamp(q, oc, acc[1]);
-                out_b[oc_2] = requant_clamp(q, oc_2, acc[3]);
+                out_b[oc] = cqtf_requant_clamp_opt(q, oc, acc[1]);
+                out_b[oc_2] = cqtf_requant_clamp_opt(q, oc_2, acc[3]);
             }
         }
     }

@@ -11,17 +11,6 @@
 #include "cqtf_kernels.h"
 #include "cqtf_requant_opt.h"
 
-static inline int8_t requant_clamp(const cqtf_quant_t *q, uint32_t c, int32_t acc)
-{
-    int32_t out;
-
-    if (cqtf_single_rounding(q)) {
-        return cqtf_requant_single_clamp(q, c, acc);
-    }
-    out = cqtf_requantize_opt(acc, q->multiplier[c], q->shift[c]) + q->output_offset;
-    return (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
-}
-
 /* Channels [c, c + 4) of one output pixel: acc += the in-range window's products. Indices walk
  * rows and columns (no pointer is formed past the tensors); the sums stay in registers. */
 static inline void window_4(const cqtf_layer_t *layer, const int8_t *input, const cqtf_dw_window_t *win,
@@ -92,11 +81,11 @@ cqtf_status_t cqtf_depthwise_conv2d_s8_opt(const cqtf_layer_t *layer, const int8
                 }
                 window_4(layer, input, &win, c, acc);
                 for (i = 0; i < 4u; ++i) {
-                    out[c + i] = requant_clamp(q, c + i, acc[i]);
+                    out[c + i] = cqtf_requant_clamp_opt(q, c + i, acc[i]);
                 }
             }
             for (; c < ch; ++c) {
-                out[c] = requant_clamp(q, c, window_1(layer, input, &win, c));
+                out[c] = cqtf_requant_clamp_opt(q, c, window_1(layer, input, &win, c));
             }
         }
     }

@@ -74,13 +74,7 @@ cqtf_status_t cqtf_fully_connected_s8_opt(const cqtf_layer_t *layer, const int8_
                   features, acc);
         for (r = 0; r < 2u; ++r) {
             const uint32_t row = r ? o2 : o;
-            int32_t out;
-            if (cqtf_single_rounding(q)) {
-                output[row] = cqtf_requant_single_clamp(q, row, acc[r]);
-                continue;
-            }
-            out = cqtf_requantize_opt(acc[r], q->multiplier[row], q->shift[row]) + q->output_offset;
-            output[row] = (int8_t)cqtf_clamp(out, q->act_min, q->act_max);
+            output[row] = cqtf_requant_clamp_opt(q, row, acc[r]);
         }
     }
     return CQTF_OK;

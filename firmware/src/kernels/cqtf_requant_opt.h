@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "cqtf_fixed.h"
+#include "cqtf_kernels.h"
 #include "cqtf_requant.h"
 
 static inline int32_t cqtf_requantize_opt(int32_t acc, int32_t multiplier, int32_t shift)
@@ -78,6 +79,21 @@ static inline int cqtf_requant_channels_ok(const cqtf_quant_t *q, uint32_t chann
         }
     }
     return 1;
+}
+
+/* An optimized int8 kernel's last step: a requantized value plus the output offset, clamped. */
+static inline int8_t cqtf_offset_clamp(const cqtf_quant_t *q, int32_t requantized)
+{
+    return (int8_t)cqtf_clamp(requantized + q->output_offset, q->act_min, q->act_max);
+}
+
+/* Output channel c's int8 value of accumulator acc, in the layer's rounding (single or TFLM double). */
+static inline int8_t cqtf_requant_clamp_opt(const cqtf_quant_t *q, uint32_t c, int32_t acc)
+{
+    if (cqtf_single_rounding(q)) {
+        return cqtf_requant_single_clamp(q, c, acc);
+    }
+    return cqtf_offset_clamp(q, cqtf_requantize_opt(acc, q->multiplier[c], q->shift[c]));
 }
 
 /* Non-inline copies for host tests (ctypes); defined in cqtf_requant.c. The channel one takes the
