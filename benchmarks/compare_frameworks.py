@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare_frameworks.py [--quick] [--board mps2-an386] [--out results]
         [--datasets digits mnist1d] [--profiles ...] [--frameworks ptq torch-ao-qat tf-qat brevitas cqtf]
-        [--merge] [--resume] [--reuse-cqtf DIR] [--render-only]
+        [--seed N] [--merge] [--resume] [--reuse-cqtf DIR] [--render-only]
 
 For each data set (digits, MNIST-1D) the zoo architecture made for it is trained by
   - float training + torch.ao post-training static quantization (PyTorch's x86 defaults),
@@ -93,47 +93,47 @@ def versions(frameworks: list[str]) -> dict[str, str]:
     return {k: v for k, v in out.items() if v}
 
 
-def _trainer(fid: str, model: str, float_epochs: int, quant_epochs: int):
+def _trainer(fid: str, model: str, float_epochs: int, quant_epochs: int, seed: int = 0):
     """data -> FrameworkModel for a framework trained once per data set (all but cqtf)."""
     if fid == "ptq":
         from cqtf.compare.torch_ao import train_torch_ao_ptq
 
-        return lambda data: train_torch_ao_ptq(data, model, float_epochs)
+        return lambda data: train_torch_ao_ptq(data, model, float_epochs, seed=seed)
     if fid == "torch-ao-qat":
         from cqtf.compare.torch_ao import train_torch_ao_qat
 
-        return lambda data: train_torch_ao_qat(data, model, float_epochs, quant_epochs)
+        return lambda data: train_torch_ao_qat(data, model, float_epochs, quant_epochs, seed=seed)
     if fid == "tf-qat":
         from cqtf.compare.tf_qat import train_tf_qat
 
-        return lambda data: train_tf_qat(data, model, float_epochs, quant_epochs)
+        return lambda data: train_tf_qat(data, model, float_epochs, quant_epochs, seed=seed)
     if fid == "brevitas":
         from cqtf.compare.brevitas_qat import train_brevitas_qat
 
-        return lambda data: train_brevitas_qat(data, model, float_epochs, quant_epochs)
+        return lambda data: train_brevitas_qat(data, model, float_epochs, quant_epochs, seed=seed)
     raise ValueError(fid)
 
 
 def _trained_before(reuse: Path | None, dataset: str, model: str, profile: str,
-                   epochs: tuple[int, int]) -> tuple[ModelDir, dict] | None:
+                   epochs: tuple[int, int], seed: int = 0) -> tuple[ModelDir, dict] | None:
     """A cqtf model trained with these settings under REUSE/DATASET/PROFILE (profiles_accuracy.py's --work
     layout), with its train.json; None when there is none or its settings differ."""
     if reuse is None:
         return None
     model_dir = ModelDir(reuse / dataset / profile)
-    summary = finished_training(model_dir, dataset, model, profile, epochs)
+    summary = finished_training(model_dir, dataset, model, profile, epochs, seed=seed)
     return (model_dir, summary) if summary is not None else None
 
 
 def _cqtf(dataset: str, model: str, profile: str, epochs: tuple[int, int], workdir: Path,
-          reuse: Path | None = None) -> FrameworkModel:
-    found = _trained_before(reuse, dataset, model, profile, epochs)
+          reuse: Path | None = None, seed: int = 0) -> FrameworkModel:
+    found = _trained_before(reuse, dataset, model, profile, epochs, seed)
     if found:
         model_dir, summary = found
         print(f"cqtf {dataset} {profile}: the model trained in {model_dir.root}", file=sys.stderr)
     else:
         model_dir = ModelDir(workdir / f"cqtf-{dataset}-{profile}")
-        summary = train_stage(dataset, model, profile, model_dir, epochs)
+        summary = train_stage(dataset, model, profile, model_dir, epochs, seed=seed)
     int_model = model_dir.load_model()
     x_test, _ = evaluation_split(int_model, dataset)
     predictions = reference.predict(reference.run(int_model, x_test))
@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="replace the rows of the same data set/profile/framework in OUT/comparison.json, "
                              "keep the others")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the initial network and data order of every framework (benchmarks/comparison_seeds.py "
+                             "summarizes tables of several seeds)")
     parser.add_argument("--resume", action="store_true", help=f"continue from OUT/{PROGRESS}")
     parser.add_argument("--reuse-cqtf", type=Path, default=None, metavar="DIR",
                         help="take cqtf models trained with the same budget from DIR/DATASET/PROFILE (the --work "
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     float_epochs, quant_epochs = (4, 2) if args.quick else (40, 20)
     epochs = (float_epochs, quant_epochs)
-    meta = {"board": args.board, "epochs": list(epochs), "quick": args.quick, "datasets": args.datasets,
+    meta = {"board": args.board, "epochs": list(epochs), "quick": args.quick, "seed": args.seed, "datasets": args.datasets,
             "profiles": args.profiles, "frameworks": frameworks, "versions": versions(frameworks)}
     table_path, progress_path = args.out / "comparison.json", args.out / PROGRESS
     if args.merge and table_path.exists():  # refuse an incompatible table now, not after an hour of training
@@ -337,14 +340,14 @@ def main(argv: list[str] | None = None) -> int:
                     if fid == "cqtf":
                         for profile in todo:
                             started = time.perf_counter()
-                            framework = _cqtf(dataset, model, profile, epochs, workdir, args.reuse_cqtf)
+                            framework = _cqtf(dataset, model, profile, epochs, workdir, args.reuse_cqtf, args.seed)
                             record(_row(dataset, profile, fid, framework, args.board,
                                         workdir / f"{dataset}-{profile}-{fid}", time.perf_counter() - started,
                                         epochs))
                         continue
                     data = data or load_dataset(dataset)
                     started = time.perf_counter()
-                    trained = _trainer(fid, model, float_epochs, quant_epochs)(data)
+                    trained = _trainer(fid, model, float_epochs, quant_epochs, args.seed)(data)
                     seconds = time.perf_counter() - started
                     for profile in todo:
                         record(_row(dataset, profile, fid, _on_profile(trained, dataset, profile), args.board,

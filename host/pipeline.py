@@ -62,10 +62,13 @@ def dataset_for_profile(dataset: str, profile: str):
     return data
 
 
-def _train_config(model: str, profile: str, epochs: tuple[int, int] | None, validation_fraction: float | None):
+def _train_config(model: str, profile: str, epochs: tuple[int, int] | None, validation_fraction: float | None,
+                  seed: int | None = None):
     from cqtf.train.trainer import TrainConfig  # torch is slow to import: only when training
 
     config = TrainConfig(model=model, profile=profile)
+    if seed is not None:
+        config.seed = seed
     if epochs:
         config.float_epochs, config.quant_epochs = epochs
     if validation_fraction is not None:
@@ -74,11 +77,11 @@ def _train_config(model: str, profile: str, epochs: tuple[int, int] | None, vali
 
 
 def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: tuple[int, int] | None = None,
-                progress=lambda *a: None, validation_fraction: float | None = None) -> dict:
+                progress=lambda *a: None, validation_fraction: float | None = None, seed: int | None = None) -> dict:
     from cqtf.train.trainer import train
 
     data = dataset_for_profile(dataset, profile)
-    result = train(data, _train_config(model, profile, epochs, validation_fraction), progress)
+    result = train(data, _train_config(model, profile, epochs, validation_fraction, seed), progress)
     out.root.mkdir(parents=True, exist_ok=True)
     result.int_model.save(out.model)
     summary = result.summary(dataset)
@@ -87,7 +90,8 @@ def train_stage(dataset: str, model: str, profile: str, out: ModelDir, epochs: t
 
 
 def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
-                      epochs: tuple[int, int] | None = None, validation_fraction: float | None = None) -> dict | None:
+                      epochs: tuple[int, int] | None = None, validation_fraction: float | None = None,
+                      seed: int | None = None) -> dict | None:
     """The train.json of a training already in `out` with the settings train_stage would use now
     (epochs None: the default budget), for runs that resume or reuse; None when there is none, it is
     unreadable or any setting differs (a training from before a new setting existed included)."""
@@ -95,7 +99,7 @@ def finished_training(out: ModelDir, dataset: str, model: str, profile: str,
 
     try:
         summary = json.loads(out.train_json.read_text())
-        same = summary["dataset"] == dataset and summary["config"] == asdict(_train_config(model, profile, epochs, validation_fraction))
+        same = summary["dataset"] == dataset and summary["config"] == asdict(_train_config(model, profile, epochs, validation_fraction, seed))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return summary if same and out.model.exists() else None

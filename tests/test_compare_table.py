@@ -97,6 +97,10 @@ def test_merge_meta_unites_lists_and_refuses_another_budget_or_board():
         merge_meta(old, {**new, "epochs": [4, 2], "quick": True})
     with pytest.raises(ValueError, match="board"):
         merge_meta(old, {**new, "board": "mps2-an500"})
+    # a table from before --seed is seed 0: seed 0 merges into it, another seed does not
+    assert merge_meta(old, {**new, "seed": 0})["seed"] == 0
+    with pytest.raises(ValueError, match="seed"):
+        merge_meta(old, {**new, "seed": 1})
 
 
 # --- best marks and the summary ------------------------------------------------------------------------

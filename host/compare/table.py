@@ -88,9 +88,10 @@ def merge_rows(old: list[dict], new: list[dict], datasets: list[str], profiles: 
 
 def merge_meta(old: dict, new: dict) -> dict:
     """The merged table's meta: the lists united, the versions updated. Raises ValueError when the two runs
-    cannot share a table (another board or training budget): their rows would not be comparable."""
-    for key in ("board", "epochs", "quick"):
-        if key in old and old[key] != new[key]:
+    cannot share a table (another board, training budget or seed): their rows would not be comparable."""
+    old = {"seed": 0, **old}  # tables from before --seed: seed 0
+    for key in ("board", "epochs", "quick", "seed"):
+        if key in old and old[key] != new.get(key, 0):
             raise ValueError(f"the existing table has {key} {old[key]!r}, this run {new[key]!r}: rows would not "
                              f"be comparable; run with the same settings or write elsewhere (--out)")
     merged = dict(old)
