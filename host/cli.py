@@ -47,13 +47,14 @@ def cli():
 @click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
               help="Share of the training data held out to choose the network that ships (default 0.15; 0: "
                    "choose on the training data).")
-def train(dataset, model_name, profile, out, epochs, validation_fraction):
+@click.option("--seed", type=int, default=None, help="Initial network, data order and held-out share (default 0).")
+def train(dataset, model_name, profile, out, epochs, validation_fraction, seed):
     """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
     from cqtf.pipeline import train_stage
 
     dataset = dataset or _default_dataset(model_name)
     click.echo(f"training {model_name} on {dataset} for profile {profile}", err=True)
-    summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress, validation_fraction)
+    summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress, validation_fraction, seed)
     click.echo(f"float accuracy {summary['float_accuracy']:.4f}, host (device-exact) accuracy "
                f"{summary['host_accuracy']:.4f}, model {summary['model_hash'][:16]} -> {out}")
 

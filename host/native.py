@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,12 +37,12 @@ def build_library(sources: list[Path], include_dirs: list[Path], cache_dir: Path
     if not out.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         includes = [f"-I{d}" for d in [FIRMWARE_SRC, FIRMWARE_SRC / "kernels", *include_dirs]]
-        cmd = [compiler, *CFLAGS, *(f"-D{d}" for d in defines), *includes, *map(str, sources),
-               "-o", str(out) + ".tmp"]
+        tmp = Path(f"{out}.{os.getpid()}.tmp")  # processes building the same library do not share a file
+        cmd = [compiler, *CFLAGS, *(f"-D{d}" for d in defines), *includes, *map(str, sources), "-o", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ToolchainError(f"host build of the firmware C failed:\n{proc.stderr[-3000:]}", "fix the C sources")
-        Path(str(out) + ".tmp").rename(out)
+        tmp.replace(out)
     return out
 
 
