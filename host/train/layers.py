@@ -27,9 +27,7 @@ from torch.nn.modules.utils import _pair
 from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, quantize_multipliers, requantize,
                              requantize_single, round_div, round_shift, saturate)
 from cqtf import pow2
-from cqtf.train import native_step
-from cqtf.profile import (PRESETS, ROUNDING_CODES, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding,
-                          average_rounding)
+from cqtf.profile import PRESETS, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -220,20 +218,6 @@ def _observed_frac(observer: RangeObserver, qmax: int) -> int:
 
 def _round_half_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
-def _channel_extremes(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (axis 1) minimum and maximum of an (N, C, ...) array."""
-    per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
-    return per_channel.min(axis=0).min(axis=1), per_channel.max(axis=0).max(axis=1)  # batch axis first: contiguous
-
-
-def _scaled_range(acc: np.ndarray, channel_scales) -> tuple[float, float]:
-    """The float pre-activation's range, acc * scale per channel: the activation is monotonic and the
-    scales positive, so the per-channel extremes of acc give it."""
-    lo, hi = _channel_extremes(acc)
-    scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), lo.shape)
-    return float((lo * scales).min()), float((hi * scales).max())
 
 
 def _pad_blocks(t: torch.Tensor, dim: int, block: int) -> torch.Tensor:
@@ -465,58 +449,36 @@ class QuantLayer(nn.Module):
         p = self.fixed_params(x.qparams, weight, bias)
         acc_spec = self.profile.accumulator
         acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec)
-        outputs = self._fixed_outputs_native if native_step.library() is not None else self._fixed_outputs_numpy
-        q, exact, (inside, high, low), observed = outputs(acc, p)
-        as_output = lambda t: self.output_like(t, x.q)
-        q, exact = as_output(q), as_output(exact)
-        inside, high, low = (None if m is None else as_output(m) for m in (inside, high, low))
+        biased = acc + p.bias.numpy()[None, :, None]
+        acc = saturate(biased, acc_spec.bits)
+        pre = round_shift(acc, -p.shift, self.profile.requant.rounding)
+        out = np.clip(pre, p.act_min, p.act_max)
+        q = self.output_like(torch.from_numpy(out), x.q)
+        exact = q.float() * float(p.out_qparams.scale)
 
         w_ste = self._weight_ste(p.weight_frac, weight)
         w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
         if self.training:  # the shadow's range, from the unsaturated biased accumulator
-            self.observer.observe_range(*(self._act_of(v) for v in observed))
-        saturated = [m for m in (high, low) if m is not None]
-        n_saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
-        self._count_health(q.numel(), n_saturated, int(block_saturated.sum()), p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
-        return QAct(value, q, p.out_qparams)
-
-    def _fixed_outputs_numpy(self, acc: np.ndarray, p: FixedParams):
-        """(q, exact, (inside, high, low) masks or None, the observed (min, max)), all (N, O, L), from the
-        accumulator before the bias.
-
-        Below a ReLU's zero is no saturation: the ReLU's own zero, whose gradient is zero (not in
-        inside). (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient
-        of a dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
-        The extremes say which masks can be non-empty; only those are built."""
-        acc_spec = self.profile.accumulator
-        biased = acc + p.bias.numpy()[None, :, None]
-        acc = saturate(biased, acc_spec.bits)
-        pre = round_shift(acc, -p.shift, self.profile.requant.rounding)
-        q = torch.from_numpy(np.clip(pre, p.act_min, p.act_max))
-        exact = q.float() * float(p.out_qparams.scale)
+            self._observe_accumulator(biased, 2.0 ** -p.acc_frac)
+        # Below a ReLU's zero is no saturation: the ReLU's own zero (relu_zero), whose gradient is zero.
+        # (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient of a
+        # dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
+        # The extremes say which masks can be non-empty; only those are built.
         pre_lo, pre_hi, acc_lo, acc_hi = int(pre.min()), int(pre.max()), int(acc.min()), int(acc.max())
+        as_output = lambda mask: self.output_like(torch.from_numpy(mask), x.q)
         high = low = None
         if pre_hi > p.act_max or acc_hi == acc_spec.max:
-            high = torch.from_numpy((pre > p.act_max) | (acc == acc_spec.max))
+            high = as_output((pre > p.act_max) | (acc == acc_spec.max))
         if not self.relu and (pre_lo < p.act_min or acc_lo == acc_spec.min):
-            low = torch.from_numpy((pre < p.act_min) | (acc == acc_spec.min))
-        relu_zero = torch.from_numpy(pre < 0) if self.relu and pre_lo < 0 else None
+            low = as_output((pre < p.act_min) | (acc == acc_spec.min))
+        relu_zero = as_output(pre < 0) if self.relu and pre_lo < 0 else None
         masks = [m for m in (high, low, relu_zero) if m is not None]
         inside = ~functools.reduce(torch.logical_or, masks) if masks else None
-        return q, exact, (inside, high, low), _scaled_range(biased, 2.0 ** -p.acc_frac)
-
-    def _fixed_outputs_native(self, acc: np.ndarray, p: FixedParams):
-        """The same as _fixed_outputs_numpy, in one C pass."""
-        acc_spec = self.profile.accumulator
-        out = native_step.outputs_fx(acc, p.bias.numpy(), acc_spec.bits, -p.shift,
-                                     ROUNDING_CODES[self.profile.requant.rounding], p.act_min, p.act_max,
-                                     p.out_qparams.scale, self.relu, 2.0 ** -p.acc_frac)
-        high = out.high if out.pre_max > p.act_max or out.acc_max == acc_spec.max else None
-        low = out.low if not self.relu and (out.pre_min < p.act_min or out.acc_min == acc_spec.min) else None
-        relu_zero = self.relu and out.pre_min < 0
-        inside = out.inside if high is not None or low is not None or relu_zero else None
-        return out.q, out.exact, (inside, high, low), out.observed
+        saturated = [m for m in (high, low) if m is not None]
+        n_saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
+        self._count_health(pre.size, n_saturated, int(block_saturated.sum()), p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
+        return QAct(value, q, p.out_qparams)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight
@@ -548,15 +510,11 @@ class QuantLayer(nn.Module):
         can pass 2^24 (then every one, in any order the convolution takes, is an exact integer): the
         bound is the fan-in times the largest input code the profile allows and the largest weight, plus
         the largest bias. Otherwise the dot product in float64 (exact below 2^53), the bias added in int64."""
-        if self._float32_exact(weights, bias):
+        bias_bound = 0 if bias is None else int(np.abs(bias.numpy()).max())
+        if self._dot_bound(weights) + bias_bound < 2 ** 24:
             return self.op(xq.float(), weights.float(), None if bias is None else bias.float()).long()
         dot = self.op(xq.double(), weights.double(), None).round().long()
         return dot if bias is None else dot + bias.reshape(self.channel_view)
-
-    def _float32_exact(self, weights: torch.Tensor, bias: torch.Tensor | None) -> bool:
-        """Whether op(xq, weights, bias) in float32 is exact: no partial sum can pass 2^24."""
-        bias_bound = 0 if bias is None else int(np.abs(bias.numpy()).max())
-        return self._dot_bound(weights) + bias_bound < 2 ** 24
 
     def _dot_bound(self, weights: torch.Tensor) -> int:
         """The largest |sum of products| of one output: fan-in x largest input code x largest weight
@@ -567,28 +525,8 @@ class QuantLayer(nn.Module):
     def _quantized_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
         p = self.integer_params(x.qparams, weight, bias)
-        xq = x.q - x.qparams.zero_point
-        # the observer's units: the accumulator in real units (equal up to bias rounding)
-        channel_scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
-        if native_step.library() is not None and self._float32_exact(p.weights, p.bias):
-            q, exact, masks, observed = self._int8_outputs_native(xq, p, channel_scales)
-        else:
-            q, exact, masks, observed = self._int8_outputs_numpy(xq, p, channel_scales)
-        inside, high, low = masks
-
-        # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
-        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
-        w_fake = weight + (p.weights * w_scales - weight).detach()
-        if self.training:  # the shadow's range
-            self.observer.observe_range(*(self._act_of(v) for v in observed))
-        self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
-        return QAct(value, q, p.out_qparams)
-
-    def _int8_outputs_numpy(self, xq: torch.Tensor, p: IntegerParams, channel_scales: np.ndarray):
-        """(q, exact, (inside, high, low) masks or None, the observed (min, max)) in numpy."""
         view = self.channel_view
-        acc = self._exact_dot(xq, p.weights, p.bias).numpy()  # the int32 accumulator
+        acc = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias).numpy()  # the int32 accumulator
         if self.profile.requant.kind == Requant.SINGLE:
             requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),
                                             self.profile.requant.rounding)
@@ -597,25 +535,31 @@ class QuantLayer(nn.Module):
         requantized = torch.from_numpy(requantized) + p.out_qparams.zero_point
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
+
+        # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
+        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
+        w_fake = weight + (p.weights * w_scales - weight).detach()
+        if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
+            scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
+            self._observe_accumulator(acc, scales)
         # one pass finds whether anything left the range; the masks only where something did
         lowest, highest = (int(v) for v in torch.aminmax(requantized))
         high = requantized > p.act_max if highest > p.act_max else None
         # below a ReLU's zero: no saturation, a zero gradient (inside is False there)
         low = requantized < p.act_min if lowest < p.act_min and not self.relu else None
         inside = q == requantized if lowest < p.act_min or highest > p.act_max else None
-        return q, exact, (inside, high, low), _scaled_range(acc, channel_scales)
+        self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
+        return QAct(value, q, p.out_qparams)
 
-    def _int8_outputs_native(self, xq: torch.Tensor, p: IntegerParams, channel_scales: np.ndarray):
-        """The same as _int8_outputs_numpy, in one C pass over the float32 convolution's output."""
-        acc = self.op(xq.float(), p.weights.float(), p.bias.float())  # exact: _float32_exact
-        requant = self.profile.requant
-        out = native_step.outputs_s8(acc.numpy(), p.multiplier, p.shift, requant.kind == Requant.SINGLE,
-                                     ROUNDING_CODES[requant.rounding], p.out_qparams.zero_point, p.act_min,
-                                     p.act_max, p.out_qparams.scale, channel_scales)
-        high = out.high if out.pre_max > p.act_max else None
-        low = out.low if out.pre_min < p.act_min and not self.relu else None
-        inside = out.inside if out.pre_min < p.act_min or out.pre_max > p.act_max else None
-        return out.q, out.exact, (inside, high, low), out.observed
+    def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
+        """Observes the float pre-activation as acc * scale per channel: the activation is monotonic
+        and the scales positive, so the per-channel extremes of acc give the range."""
+        per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
+        scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), (acc.shape[1],))
+        lo = float((per_channel.min(axis=0).min(axis=1) * scales).min())  # batch axis first: contiguous
+        hi = float((per_channel.max(axis=0).max(axis=1) * scales).max())
+        self.observer.observe_range(*(self._act_of(v) for v in (lo, hi)))
 
     def _act_of(self, v: float) -> float:
         """float_act of one value."""
