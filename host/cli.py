@@ -39,7 +39,8 @@ def cli():
 @cli.command()
 @click.option("--dataset", default=None,
               help="'digits', 'mnist1d' or a PATH.npz (default: the data set the zoo model is made for).")
-@click.option("--model", "model_name", default="digits_cnn", show_default=True, help="Architecture from the zoo.")
+@click.option("--model", "model_name", default=None,
+              help="Architecture from the zoo (default: the one made for --dataset; digits_cnn for a PATH.npz).")
 @click.option("--profile", default="int8", show_default=True,
               help=f"Device arithmetic profile: {', '.join(PROFILE_NAMES)}.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
@@ -52,7 +53,7 @@ def train(dataset, model_name, profile, out, epochs, validation_fraction, seed):
     """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
     from cqtf.pipeline import train_stage
 
-    dataset = dataset or _default_dataset(model_name)
+    dataset, model_name = _dataset_and_model(dataset, model_name)
     click.echo(f"training {model_name} on {dataset} for profile {profile}", err=True)
     summary = train_stage(dataset, model_name, profile, ModelDir(out), epochs, _progress, validation_fraction, seed)
     click.echo(f"float accuracy {summary['float_accuracy']:.4f}, host (device-exact) accuracy "
@@ -154,7 +155,8 @@ def ports():
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--dataset", default=None, help="'digits', 'mnist1d' or a PATH.npz (default: the model's own).")
-@click.option("--model", "model_name", default="digits_cnn", show_default=True)
+@click.option("--model", "model_name", default=None,
+              help="Architecture from the zoo (default: the one made for --dataset; digits_cnn for a PATH.npz).")
 @click.option("--profile", default="int8", show_default=True, help=f"One of: {', '.join(PROFILE_NAMES)}.")
 @_board_option
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
@@ -167,15 +169,20 @@ def run(out, dataset, model_name, profile, board, epochs, jobs, validation_fract
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all
 
-    report = run_all(out, dataset or _default_dataset(model_name), model_name, profile, board, epochs, _progress,
+    dataset, model_name = _dataset_and_model(dataset, model_name)
+    report = run_all(out, dataset, model_name, profile, board, epochs, _progress,
                      jobs=jobs, validation_fraction=validation_fraction)
     _finish(report, out)
 
 
-def _default_dataset(model_name: str) -> str:
+def _dataset_and_model(dataset: str | None, model_name: str | None) -> tuple[str, str]:
+    """Whichever of the two is missing follows the other: a zoo model's own data set, a data set's zoo
+    model (the first made for it: digits_cnn, mnist1d_cnn); neither given: digits_cnn on digits."""
     from cqtf.train.model import ZOO_DATASETS
 
-    return ZOO_DATASETS.get(model_name, "digits")
+    if model_name is None:
+        model_name = next((m for m, d in ZOO_DATASETS.items() if d == dataset), "digits_cnn")
+    return dataset or ZOO_DATASETS.get(model_name, "digits"), model_name
 
 
 def _finish(report: dict, out: Path) -> None:
