@@ -46,8 +46,8 @@ def cli():
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
 @click.option("--epochs", type=(int, int), default=None, help="Float and quantized epochs (defaults: 40 20).")
 @click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
-              help="Share of the training data held out to choose the network that ships (default 0.15; 0: "
-                   "choose on the training data).")
+              help="Share of the training data held out to choose the network that ships (default 0: choose "
+                   "on the training data, which every phase trains on).")
 @click.option("--seed", type=int, default=None, help="Initial network, data order and held-out share (default 0).")
 def train(dataset, model_name, profile, out, epochs, validation_fraction, seed):
     """Train with the device's integer forward pass; writes OUT/model.npz and OUT/train.json."""
@@ -163,8 +163,8 @@ def ports():
 @click.option("--jobs", type=click.IntRange(1, 32), default=1, show_default=True,
               help="Emulator instances that share the test set.")
 @click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
-              help="Share of the training data held out to choose the network that ships (default 0.15; 0: "
-                   "choose on the training data).")
+              help="Share of the training data held out to choose the network that ships (default 0: choose "
+                   "on the training data, which every phase trains on).")
 def run(out, dataset, model_name, profile, board, epochs, jobs, validation_fraction):
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all

@@ -110,7 +110,8 @@ def test_data_too_small_to_hold_out_names_the_way_out(tmp_path):
     y = np.array([0, 0, 0, 0, 1])  # class 1 has one training sample: nothing of it can be held out
     np.savez(path, x_train=rng.normal(size=(5, 8, 8)).astype(np.float32), y_train=y,
              x_test=rng.normal(size=(2, 8, 8)).astype(np.float32), y_test=np.array([0, 1]))
-    proc = run_cli("train", "--dataset", path, "--epochs", "1", "1", "--out", tmp_path / "out")
+    proc = run_cli("train", "--dataset", path, "--epochs", "1", "1", "--validation-fraction", "0.15",
+                   "--out", tmp_path / "out")
     assert_clean_error(proc, "cannot hold out 15%", "--validation-fraction 0")
 
 
