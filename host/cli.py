@@ -165,13 +165,14 @@ def ports():
 @click.option("--validation-fraction", type=click.FloatRange(0.0, 0.5, max_open=True), default=None,
               help="Share of the training data held out to choose the network that ships (default 0: choose "
                    "on the training data, which every phase trains on).")
-def run(out, dataset, model_name, profile, board, epochs, jobs, validation_fraction):
+@click.option("--seed", type=int, default=None, help="Initial network, data order and held-out share (default 0).")
+def run(out, dataset, model_name, profile, board, epochs, jobs, validation_fraction, seed):
     """Train, pack, build, boot the emulated board, validate every test sample, report."""
     from cqtf.jobs import run_all
 
     dataset, model_name = _dataset_and_model(dataset, model_name)
     report = run_all(out, dataset, model_name, profile, board, epochs, _progress,
-                     jobs=jobs, validation_fraction=validation_fraction)
+                     jobs=jobs, validation_fraction=validation_fraction, seed=seed)
     _finish(report, out)
 
 

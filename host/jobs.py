@@ -79,7 +79,8 @@ def _instructions_per_tick(board: str) -> float | None:
 
 
 def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, epochs=None,
-            progress=lambda *a: None, jobs: int = 1, validation_fraction: float | None = None) -> dict:
+            progress=lambda *a: None, jobs: int = 1, validation_fraction: float | None = None,
+            seed: int | None = None) -> dict:
     from cqtf.emulator import emulate, get_board, require_qemu
     from cqtf.pio_offline import default_core_dir, prepare
 
@@ -88,7 +89,7 @@ def run_all(out: Path, dataset: str, model_name: str, profile: str, board: str, 
     prepare(default_core_dir())
     model_dir = ModelDir(Path(out))
     log.info("training")
-    train_stage(dataset, model_name, profile, model_dir, epochs, progress, validation_fraction)
+    train_stage(dataset, model_name, profile, model_dir, epochs, progress, validation_fraction, seed)
     pack_stage(model_dir)
     elf = build_stage(model_dir, board)
     footprint = firmware_footprint(elf, model_dir.root)

@@ -15,3 +15,15 @@ from cqtf.cli import _dataset_and_model
 ])
 def test_the_missing_one_follows_the_other(dataset, model, expected):
     assert _dataset_and_model(dataset, model) == expected
+
+
+def test_train_seed_reaches_the_training(tmp_path):
+    import json
+
+    from cli_helpers import run_cli
+
+    proc = run_cli("train", "--dataset", "digits", "--epochs", "1", "1", "--seed", "5", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["config"]["seed"] == 5 and summary["model"] == "digits_cnn"
+    assert summary["config"]["validation_fraction"] == 0.0
