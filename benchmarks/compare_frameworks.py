@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     float_epochs, quant_epochs = (4, 2) if args.quick else (40, 20)
     epochs = (float_epochs, quant_epochs)
-    meta = {"board": args.board, "epochs": list(epochs), "quick": args.quick, "seed": args.seed, "datasets": args.datasets,
-            "profiles": args.profiles, "frameworks": frameworks, "versions": versions(frameworks)}
+    meta = {"board": args.board, "epochs": list(epochs), "quick": args.quick, "seed": args.seed,
+            "datasets": args.datasets, "profiles": args.profiles, "frameworks": frameworks,
+            "versions": versions(frameworks)}
     table_path, progress_path = args.out / "comparison.json", args.out / PROGRESS
     if args.merge and table_path.exists():  # refuse an incompatible table now, not after an hour of training
         try:

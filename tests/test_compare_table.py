@@ -101,6 +101,8 @@ def test_merge_meta_unites_lists_and_refuses_another_budget_or_board():
     assert merge_meta(old, {**new, "seed": 0})["seed"] == 0
     with pytest.raises(ValueError, match="seed"):
         merge_meta(old, {**new, "seed": 1})
+    with pytest.raises(ValueError, match="seed"):  # and a seed-1 table refuses a run from before --seed
+        merge_meta({**old, "seed": 1}, new)
 
 
 # --- best marks and the summary ------------------------------------------------------------------------

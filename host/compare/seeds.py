@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-from cqtf.compare.table import FRAMEWORKS, framework_id
+from cqtf.compare.table import best_rows, framework_id, framework_label
 
 CQTF = "cqtf"
 
@@ -80,15 +80,7 @@ def _paired(rows_by_key) -> list[dict]:
 
 def best_by_mean(summary_rows: list[dict]) -> set[int]:
     """Indices of the rows with the highest mean deployed accuracy of their (dataset, profile); ties all."""
-    best: dict[tuple[str, str], float] = {}
-    for r in summary_rows:
-        key = (r["dataset"], r["profile"])
-        best[key] = max(best.get(key, float("-inf")), r["deployed_mean"])
-    return {i for i, r in enumerate(summary_rows) if r["deployed_mean"] == best[(r["dataset"], r["profile"])]}
-
-
-def _label(fid: str) -> str:
-    return next((f.label for f in FRAMEWORKS if f.id == fid), fid)
+    return best_rows(summary_rows, "deployed_mean")
 
 
 def markdown(summary: dict, meta: dict) -> str:
@@ -118,6 +110,6 @@ def markdown(summary: dict, meta: dict) -> str:
             lines.append(f"| {p['dataset']} | {p['profile']} | all | best in {len(p['cqtf_best_seeds'])} of "
                          f"{len(p['seeds'])} seeds | {', '.join(map(str, p['cqtf_best_seeds'])) or 'none'} |")
         elif p["difference_mean"] is not None:
-            lines.append(f"| {p['dataset']} | {p['profile']} | {_label(p['other'])} | {100 * p['difference_mean']:+.2f} | "
+            lines.append(f"| {p['dataset']} | {p['profile']} | {framework_label(p['other'])} | {100 * p['difference_mean']:+.2f} | "
                          f"{p['wins']} / {p['ties']} / {p['losses']} |")
     return "\n".join(lines) + "\n"

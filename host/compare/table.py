@@ -89,9 +89,9 @@ def merge_rows(old: list[dict], new: list[dict], datasets: list[str], profiles: 
 def merge_meta(old: dict, new: dict) -> dict:
     """The merged table's meta: the lists united, the versions updated. Raises ValueError when the two runs
     cannot share a table (another board, training budget or seed): their rows would not be comparable."""
-    old = {"seed": 0, **old}  # tables from before --seed: seed 0
+    old, new = {"seed": 0, **old}, {"seed": 0, **new}  # tables from before --seed: seed 0
     for key in ("board", "epochs", "quick", "seed"):
-        if key in old and old[key] != new.get(key, 0):
+        if key in old and old[key] != new[key]:
             raise ValueError(f"the existing table has {key} {old[key]!r}, this run {new[key]!r}: rows would not "
                              f"be comparable; run with the same settings or write elsewhere (--out)")
     merged = dict(old)
@@ -102,23 +102,26 @@ def merge_meta(old: dict, new: dict) -> dict:
     return merged
 
 
-def best_rows(rows: list[dict]) -> set[int]:
-    """Indices of the rows with the best deployed accuracy of their (data set, profile); ties all count."""
+def best_per_pair(rows: list[dict], value: str = "deployed_accuracy") -> dict[tuple[str, str], float]:
+    """The largest `value` of each (data set, profile)."""
     best: dict[tuple[str, str], float] = {}
     for r in rows:
         key = (r["dataset"], r["profile"])
-        best[key] = max(best.get(key, float("-inf")), r["deployed_accuracy"])
-    return {i for i, r in enumerate(rows) if r["deployed_accuracy"] == best[(r["dataset"], r["profile"])]}
+        best[key] = max(best.get(key, float("-inf")), r[value])
+    return best
+
+
+def best_rows(rows: list[dict], value: str = "deployed_accuracy") -> set[int]:
+    """Indices of the rows with the largest `value` of their (data set, profile); ties all count."""
+    best = best_per_pair(rows, value)
+    return {i for i, r in enumerate(rows) if r[value] == best[(r["dataset"], r["profile"])]}
 
 
 def loss_summary(rows: list[dict]) -> list[dict]:
     """Where each framework loses, per data set: the profile where its deployed accuracy is furthest below
     the best framework's on that profile (ties: the first in table order), how far (points), and its own
     training-time to deployed gap there; plus the profile of its largest own gap."""
-    best: dict[tuple[str, str], float] = {}
-    for r in rows:
-        key = (r["dataset"], r["profile"])
-        best[key] = max(best.get(key, float("-inf")), r["deployed_accuracy"])
+    best = best_per_pair(rows)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], framework_id(r)), []).append(r)
@@ -140,7 +143,7 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
-def _label(fid: str) -> str:
+def framework_label(fid: str) -> str:
     return next(f.label for f in FRAMEWORKS if f.id == fid)
 
 
@@ -181,10 +184,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
               "| largest own gap (points, profile) |", "|---|---|---|---:|---:|---:|---|"]
     for s in loss_summary(rows):
         if s["behind_best"] <= 0:
-            lines.append(f"| {s['dataset']} | {_label(s['framework_id'])} | none: the best on every profile | | 0.00 "
+            lines.append(f"| {s['dataset']} | {framework_label(s['framework_id'])} | none: the best on every profile | | 0.00 "
                          f"| | {100 * s['largest_gap']:+.2f} ({s['largest_gap_profile']}) |")
             continue
-        lines.append(f"| {s['dataset']} | {_label(s['framework_id'])} | {s['worst_profile']} | "
+        lines.append(f"| {s['dataset']} | {framework_label(s['framework_id'])} | {s['worst_profile']} | "
                      f"{_pct(s['deployed_accuracy'])} | {100 * s['behind_best']:.2f} | {100 * s['gap']:+.2f} | "
                      f"{100 * s['largest_gap']:+.2f} ({s['largest_gap_profile']}) |")
     if meta.get("versions"):
