@@ -46,7 +46,7 @@ def _write(out: Path, rows: list[dict], epochs, complete: bool) -> None:
                          f"| {r['selected_epoch']} | {r['train_seconds']} |")
         lines.append("")
     budget = f"{epochs[0]} float + {epochs[1]} quantized epochs" if epochs else "default budget, 40 float + 20 quantized epochs"
-    lines += ["selected epoch: the network that ships, chosen on held-out training data (train/selection.py): as_is, the",
+    lines += ["selected epoch: the network that ships, chosen on the training data (train/selection.py): as_is, the",
               "float network deployed as is; 0, the calibrated float network before any quantized step; the last",
               "quantized epoch, the device-trained network.",
               f"train s: seconds of the training itself (`cqtf train`) ({budget}); they depend on the load of the machine.", "",
