@@ -239,26 +239,62 @@ def test_profile_fields_are_validated():
         Accumulator(bits=40)
 
 
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), risky=st.sampled_from(["none", "one", "many"]),
-       block=st.sampled_from([1, 2, 3, 32]))
-def test_bounded_partial_sums_equal_walking_every_block(seed, risky, block):
-    """The acc_shift-0 shortcut (sign-split bounds, only possibly saturating outputs walked) equals
-    summing and saturating every block, whether no output, exactly one or many may saturate."""
-    from cqtf.train.layers import _saturating_accumulate
-
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), risky=st.sampled_from(["none", "one", "many", "swing"]),
+       block=st.sampled_from([1, 2, 3, 32]), k=st.sampled_from([20, 40, 77]))
+def test_bounded_partial_sums_equal_walking_every_block(seed, risky, block, k):
+    """The acc_shift-0 shortcut (per-group sign-split bounds, only possibly saturating outputs walked)
+    equals summing and saturating every block in plain Python, whether no output, exactly one or many
+    may saturate, when one saturates inside a group whose own sum is zero (swing), and when one saturates
+    only by the sum of several groups (drift)."""
     rng = np.random.default_rng(seed)
-    n, k, length, o = 2, 20, 3, 4
-    scale = {"none": 3, "one": 3, "many": 127}[risky]
+    n, length, o = 2, 3, 4
+    scale = {"none": 3, "one": 3, "many": 127, "swing": 3, "drift": 3}[risky]
     cols = torch.from_numpy(rng.integers(-scale, scale + 1, (n, k, length))).double()
     w = torch.from_numpy(rng.integers(-scale, scale + 1, (o, k))).double()
     if risky == "one":  # one output's products all large and of one sign
         cols[1, :, 2] = 127.0
         w[3] = 120.0
+    if risky == "swing":  # up past the top, then back down: the sum of all products is small
+        cols[1, :, 2] = 0.0
+        cols[1, :16, 2] = 127.0
+        w[3, :8], w[3, 8:16] = 120.0, -120.0
+    if risky == "drift":  # no group of 16 products leaves the range, their running sum does (k > 16)
+        cols[1, :, 2] = 127.0
+        w[3] = 16.0
     spec = Accumulator(16, block=block)
     layer = QuantLinear(k, o)
     acc, saturated = layer._exact_partial_sums(cols, w, block, spec)
-    expected, expected_saturated = _saturating_accumulate(layer.block_sums(cols, w, block).long().numpy(), 0, spec)
-    assert np.array_equal(acc, expected) and np.array_equal(saturated, expected_saturated)
-    if risky == "one":
+    products = (cols.permute(0, 2, 1)[:, None, :, :] * w[None, :, None, :]).long().numpy()  # (N, O, L, K)
+    for index in np.ndindex(acc.shape):
+        running, clipped = 0, False
+        for start in range(0, k, block):
+            block_sum = int(products[index][start: start + block].sum())
+            total = running + _sat(block_sum, 16)
+            running = _sat(total, 16)
+            clipped |= running != total or _sat(block_sum, 16) != block_sum
+        assert (acc[index], saturated[index]) == (running, clipped), index
+    if risky == "one" or (risky == "swing" and block < 8) or (risky == "drift" and block < k):
+        # (a block of 8 or more sums the swing exactly; one block of all products, the drift)
         assert saturated.sum() == 1 and saturated[1, 3, 2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(0, 70), bits=st.integers(3, 16), smaller=st.integers(0, 6))
+def test_saturating_walk_equals_a_plain_loop(seed, steps, bits, smaller):
+    """The pairwise-merged saturating walk equals clipping after every step, and says where any step clipped."""
+    from cqtf.train.layers import _saturating_walk
+
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    step = hi >> smaller  # small steps: some walks clip once or never
+    block_sums = rng.integers(-step, step + 1, (steps, 5))
+    running = rng.integers(lo, hi + 1, 5)
+    acc, clipped = _saturating_walk(block_sums, running, lo, hi)
+    for m in range(5):
+        value, any_clip = int(running[m]), False
+        for step in block_sums[:, m].tolist():
+            total = value + step
+            value = min(max(total, lo), hi)
+            any_clip |= value != total
+        assert (acc[m], clipped[m]) == (value, any_clip)
