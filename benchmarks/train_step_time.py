@@ -28,10 +28,13 @@ from cqtf.train.trainer import _calibrate
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
+SEED = 0  # every variant starts from the same initial network in every run (a narrow accumulator's cost
+# depends on how many outputs may saturate, which depends on the weights)
 
 
 def _float_step(model_name):
     data = dataset_for_profile(model_dataset(model_name), "int8")
+    torch.manual_seed(SEED)
     model = build_model(model_name, data.input_shape, data.num_classes, data.input_quant)
     x, y = torch.from_numpy(data.x_train[:BATCH]), torch.from_numpy(data.y_train[:BATCH])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -40,6 +43,7 @@ def _float_step(model_name):
 
 def _qat_step(model_name):
     data = dataset_for_profile(model_dataset(model_name), "int8")
+    torch.manual_seed(SEED)
     zoo = build_model(model_name, data.input_shape, data.num_classes, data.input_quant)
     net = _Network(plain_layers(zoo))
     net.train()
@@ -55,6 +59,7 @@ def _qat_step(model_name):
 
 def _cqtf_step(model_name, profile):
     data = dataset_for_profile(model_dataset(model_name), profile)
+    torch.manual_seed(SEED)
     model = build_model(model_name, data.input_shape, data.num_classes, data.input_quant, get_profile(profile))
     _calibrate(model, data)
     model.set_quantized(True)

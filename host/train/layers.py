@@ -259,14 +259,22 @@ def _saturating_walk(steps: np.ndarray, running: np.ndarray, lo: int, hi: int) -
     passes, not J: a step is the map v -> clip(v + a, l, h), which leaves v + a unclipped for v in
     [nl, nh], and two maps in a row are one of the same kind,
         clip(clip(v + a1, l1, h1) + a2, l2, h2) = clip(v + a1 + a2, clip(l1 + a2, l2, h2), clip(h1 + a2, l2, h2)),
-    unclipped for v in [max(nl1, nl2 - a1), min(nh1, nh2 - a1)]. Neighbouring maps merge pairwise (zero
-    steps pad J to a power of two) until one is left; it is applied to the running sums."""
-    j = 1 << max(len(steps) - 1, 0).bit_length()
-    a = np.zeros((j, steps.shape[1]), dtype=np.int64)
-    a[: len(steps)] = steps
-    low, high = np.full_like(a, lo), np.full_like(a, hi)
-    free_low, free_high = lo - a, hi - a
+    unclipped for v in [max(nl1, nl2 - a1), min(nh1, nh2 - a1)]. Neighbouring maps merge pairwise (a zero
+    step, the identity on [lo, hi], pads an odd count) until one is left; it is applied to the running sums."""
+    a = np.asarray(steps, dtype=np.int64)
+    if len(a) % 2:
+        a = np.concatenate([a, np.zeros((1, a.shape[1]), dtype=np.int64)])
+    if len(a) == 0:
+        return running.copy(), np.zeros(running.shape, dtype=bool)
+    # the first merge, of single steps (l = lo, h = hi, nl = lo - a, nh = hi - a), with scalar bounds
+    a1, a2 = a[0::2], a[1::2]
+    low, high = np.clip(lo + a2, lo, hi), np.clip(hi + a2, lo, hi)
+    a = a1 + a2
+    free_low, free_high = np.maximum(lo - a1, lo - a), np.minimum(hi - a1, hi - a)
     while len(a) > 1:
+        if len(a) % 2:  # the identity map: a 0, l lo, h hi, nl lo, nh hi
+            pad = lambda t, v: np.concatenate([t, np.full((1, t.shape[1]), v, dtype=np.int64)])
+            a, low, high, free_low, free_high = pad(a, 0), pad(low, lo), pad(high, hi), pad(free_low, lo), pad(free_high, hi)
         a1, a2 = a[0::2], a[1::2]
         low2, high2 = low[1::2], high[1::2]
         low = np.minimum(np.maximum(low[0::2] + a2, low2), high2)
