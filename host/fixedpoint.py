@@ -110,12 +110,27 @@ def requantize_scalar(acc: int, multiplier: int, shift: int) -> int:
 
 # ---- Fixed-point steps of the other profiles (cqtf.profile). C twins: kernels/cqtf_fixed.h ----
 
+# Rounding right shifts (e > 0) in floor arithmetic, two to four whole-array passes (|x| < 2^62):
+# ceil(x / 2^e) = -floor(-x / 2^e); half up: floor((x + 2^(e-1)) / 2^e); half away from zero: the same,
+# less one where x < 0, so a negative tie rounds down.
+_RIGHT_SHIFTS = {
+    "floor": lambda x, e: x >> e,
+    "ceil": lambda x, e: -((-x) >> e),
+    "half_up": lambda x, e: (x + (np.int64(1) << (e - 1))) >> e,
+    "half_away": lambda x, e: (x + ((np.int64(1) << (e - 1)) - (x < 0))) >> e,
+}
+
+
 def round_shift(x, e, mode) -> np.ndarray:
     """x / 2^e rounded by `mode` (a cqtf.profile.Rounding or its value) for e > 0; x * 2^-e for e <= 0
     (a left shift, exact: saturate afterwards). Elementwise int64, e broadcasts."""
     mode = getattr(mode, "value", mode)
     x = np.asarray(x, dtype=np.int64)
     e = np.asarray(e, dtype=np.int64)
+    if e.ndim == 0 and e <= 0:
+        return x << -e
+    if mode in _RIGHT_SHIFTS and (e > 0).all():
+        return _RIGHT_SHIFTS[mode](x, e)
     right = np.maximum(e, 0)
     left = np.maximum(-e, 0)
     floor = x >> right

@@ -33,6 +33,26 @@ def test_round_shift_matches_the_exact_fraction_oracle(x, e, mode):
     assert int(round_shift(np.int64(x), e, mode)) == round_shift_scalar(x, e, mode)
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), mode=st.sampled_from(MODES), shifts=st.sampled_from(["right", "mixed", "left"]),
+       magnitude=st.sampled_from([2**10, 2**40, 2**61]))
+def test_round_shift_of_arrays_matches_the_oracle(seed, mode, shifts, magnitude):
+    """Arrays with per-channel shifts (as int8 single rounding and the host reference pass them), ties
+    included, on the fast right-shift path (every e > 0) and the general one (mixed signs)."""
+    rng = np.random.default_rng(seed)
+    low = {"right": 1, "mixed": -4, "left": -4}[shifts]
+    high = {"right": 40, "mixed": 40, "left": 1}[shifts]
+    e = rng.integers(low, high, (1, 6))
+    if shifts != "right":
+        magnitude = min(magnitude, 2**56)  # a left shift by up to 4 stays inside int64
+    x = rng.integers(-magnitude, magnitude, (5, 6))
+    x[0] = (2 * rng.integers(-1000, 1000, 6) + 1) << np.maximum(e[0] - 1, 0)  # odd multiples of 2^(e-1): ties
+    got = round_shift(x, e, mode)
+    assert got.shape == x.shape
+    expect = [[round_shift_scalar(int(x[i, j]), int(e[0, j]), mode) for j in range(6)] for i in range(5)]
+    assert got.tolist() == expect
+
+
 def test_round_shift_ties():
     x = np.array([5, -5, 6, -6, 7, -7])  # / 2: 2.5, -2.5, 3, -3, 3.5, -3.5
     expect = {
