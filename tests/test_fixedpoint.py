@@ -37,6 +37,17 @@ def test_arrays_with_mixed_shifts_equal_the_oracle(shift_range):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("multiplier", [2**30, 2**30 + 1, 3 * 2**29, INT32_MAX])
+def test_every_small_accumulator_equals_the_oracle_ties_included(multiplier):
+    """Every accumulator in [-5000, 5000] against shifts 3..-9: with M near 2^30 both roundings meet
+    exact ties (h = (acc + 1) / 2, then odd multiples of 2^(r-1)), on both sides of zero."""
+    acc = np.arange(-5000, 5001)
+    for shift in range(3, -10, -1):
+        want = [requantize_scalar(int(a), multiplier, shift) for a in acc]
+        assert requantize(acc, multiplier, shift).tolist() == want, shift
+        assert requantize(acc, multiplier, shift, acc_bound=5000).tolist() == want, shift
+
+
 @given(st.lists(st.one_of(st.floats(min_value=0, max_value=1e12, allow_nan=False),
                           st.sampled_from([0.0, 2.0**-32, 2.0**-31, 0.5 - 2**-40, 1.0 - 2**-33, 2.0**30, 2.0**31])),
                 min_size=1, max_size=20))
