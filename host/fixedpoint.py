@@ -53,7 +53,7 @@ def _trunc_div_pow2(x: np.ndarray, bits: int) -> np.ndarray:
     return np.sign(x) * (np.abs(x) >> bits)
 
 
-def requantize(acc, multiplier, shift, acc_bound: int | None = None) -> np.ndarray:
+def requantize(acc, multiplier, shift) -> np.ndarray:
     """TFLM MultiplyByQuantizedMultiplier with double rounding, elementwise and broadcasting.
 
     1. x = acc * 2^max(shift, 0), saturated to int32 (cqtf's defined behaviour where C would overflow);
@@ -63,36 +63,27 @@ def requantize(acc, multiplier, shift, acc_bound: int | None = None) -> np.ndarr
     Step 2 then 3 round twice, which is what makes TFLM differ from TFLite's single rounding.
 
     Both steps in floor arithmetic, with as few whole-array passes as the training loop can afford:
-    step 2's truncating (p + nudge) / 2^31 is h = floor((p + 2^30) / 2^31) for either sign of p = x * M,
-    and step 3's tie-away rounding is floor((h + 2^(r-1) - [h < 0]) / 2^r) for r = -shift > 0. Since
-    floor((floor(u) + k) / n) = floor((u + k) / n) for integers k and n > 0, and h < 0 exactly when
-    p < -2^30, the two are one shift: (p + 2^30 + 2^(30+r) - [p < -2^30] 2^31) >> (31 + r)
-    (|p| < 2^62, so the sum stays inside int64). acc_bound: a bound on |acc| the caller knows; when it
-    fits int32, the two passes that look for values to saturate are skipped.
+    step 2's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31) for either sign of p, and
+    step 3's tie-away rounding is floor((h + 2^(r-1) - [h < 0]) / 2^r) for r > 0.
     """
     m = np.asarray(multiplier, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
     x = np.asarray(acc, dtype=np.int64)
     if (s > 0).any():
         x = np.clip(x << np.maximum(s, 0), INT32_MIN, INT32_MAX)
-    elif acc_bound is not None and acc_bound <= INT32_MAX:
-        pass
     elif x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
         x = np.clip(x, INT32_MIN, INT32_MAX)
+    high = x * m
+    high += np.int64(1 << 30)
+    high >>= 31
+    if (m == INT32_MIN).any():  # the one product that overflows int32: gemmlowp saturates it
+        high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
     right = np.maximum(-s, 0)
     rounds = right > 0
-    if (m == INT32_MIN).any():  # the one product that overflows int32: gemmlowp saturates it, then step 3
-        high = (x * m + np.int64(1 << 30)) >> 31
-        high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
-        half = np.where(rounds, np.int64(1) << np.maximum(right - 1, 0), 0)
-        return (high + half - ((high < 0) & rounds)) >> right
-    # per channel: the constant added, and what is taken off where p < -2^30 (nothing where r = 0)
-    nudge = np.int64(1 << 30) + np.where(rounds, np.int64(1) << (30 + right), 0)
-    negative_nudge = nudge - np.where(rounds, np.int64(1 << 31), 0)
-    p = x * m
-    p += np.where(p < -(1 << 30), negative_nudge, nudge)
-    p >>= 31 + right
-    return p
+    half = np.where(rounds, np.int64(1) << np.maximum(right - 1, 0), 0)
+    if rounds.all():
+        return (high + half - (high < 0)) >> right
+    return (high + half - ((high < 0) & rounds)) >> right
 
 
 def requantize_scalar(acc: int, multiplier: int, shift: int) -> int:

@@ -593,9 +593,8 @@ class QuantLayer(nn.Module):
         if self.profile.requant.kind == Requant.SINGLE:
             requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),
                                             self.profile.requant.rounding)
-        else:  # no accumulator can leave int32 when the bound says so: requantize need not look
-            acc_bound = self._dot_bound(p.weights) + int(np.abs(p.bias.numpy()).max(initial=0))
-            requantized = requantize(acc, p.multiplier.reshape(view), p.shift.reshape(view), acc_bound)
+        else:
+            requantized = requantize(acc, p.multiplier.reshape(view), p.shift.reshape(view))
         requantized = torch.from_numpy(requantized) + p.out_qparams.zero_point
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
