@@ -27,7 +27,9 @@ from torch.nn.modules.utils import _pair
 from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, quantize_multipliers, requantize,
                              requantize_single, round_div, round_shift, saturate)
 from cqtf import pow2
-from cqtf.profile import PRESETS, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding, average_rounding
+from cqtf.profile import (PRESETS, ROUNDING_CODES, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding,
+                          average_rounding)
+from cqtf.train import native_int8
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -217,6 +219,15 @@ def _observed_frac(observer: RangeObserver, qmax: int) -> int:
     return fitting_frac_bits(max(abs(lo), abs(hi)), qmax)
 
 
+def _channel_range(acc: np.ndarray, channel_scales) -> tuple[float, float]:
+    """The least and largest value of acc (N, C, ...) times its channel's scale (one scale or C)."""
+    per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
+    lows = per_channel.min(axis=0).min(axis=1)  # batch axis first: contiguous
+    highs = per_channel.max(axis=0).max(axis=1)
+    scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), lows.shape)
+    return float((lows * scales).min()), float((highs * scales).max())
+
+
 def _round_half_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
@@ -402,10 +413,13 @@ class QuantLayer(nn.Module):
         bias_scales = weight_scales.astype(np.float64) * float(in_qparams.scale)
         b = (self.bias if bias is None else bias).detach().double().numpy()
         bias = torch.from_numpy(np.clip(_round_half_away(b / bias_scales), INT32_MIN, INT32_MAX).astype(np.int64))
-        out_qparams = self.observer.qparams()
         # effective_scale for every channel: the same float64 products of float32 scales
-        reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
-        multiplier, shift = quantize_multipliers(reals)
+        reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(self.observer.qparams().scale)
+        return self._integer_params_with(weights, weight_scales, bias, *quantize_multipliers(reals))
+
+    def _integer_params_with(self, weights, weight_scales, bias, multiplier, shift) -> IntegerParams:
+        """IntegerParams of these integers, with the output quantization and the clamp."""
+        out_qparams = self.observer.qparams()
         act_min = max(-128, out_qparams.zero_point) if self.relu else -128
         act_min, act_max = self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
         return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, act_max)
@@ -565,17 +579,19 @@ class QuantLayer(nn.Module):
         return 1 << (afmt.total_bits - 1) if isinstance(afmt, FixedPoint) else 255
 
     def _exact_dot(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None,
-                   dot_bound: int | None = None) -> torch.Tensor:
+                   dot_bound: int | None = None, keep_float: bool = False) -> torch.Tensor:
         """op(xq, weights, bias) exactly (int64). In float32, the bias inside the op, when no partial sum
         can pass 2^24 (then every one, in any order the convolution takes, is an exact integer): the
         bound is the fan-in times the largest input code the profile allows and the largest weight, plus
         the largest bias. Otherwise the dot product in float64 (exact below 2^53), the bias added in int64.
-        dot_bound: self._dot_bound(weights), if the caller has it."""
+        dot_bound: self._dot_bound(weights), if the caller has it. keep_float: the float32 result as
+        it is where that path is taken (exact integers), not converted to int64."""
         bias_bound = 0 if bias is None else int(np.abs(bias.numpy()).max())
         if dot_bound is None:
             dot_bound = self._dot_bound(weights)
         if dot_bound + bias_bound < 2 ** 24:
-            return self.op(xq.float(), weights.float(), None if bias is None else bias.float()).long()
+            dot = self.op(xq.float(), weights.float(), None if bias is None else bias.float())
+            return dot if keep_float else dot.long()
         dot = self.op(xq.double(), weights.double(), None).round().long()
         return dot if bias is None else dot + bias.reshape(self.channel_view)
 
@@ -587,9 +603,37 @@ class QuantLayer(nn.Module):
 
     def _quantized_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
-        p = self.integer_params(x.qparams, weight, bias)
+        native = native_int8.enabled()
+        if native:
+            n = native_int8.int8_params(weight, bias, x.qparams.scale, self.observer.qparams().scale)
+            p = self._integer_params_with(n.weights, n.weight_scales, n.bias, n.multiplier, n.shift)
+            weight_delta, channel_scales = n.weight_delta, n.channel_scales
+        else:
+            p = self.integer_params(x.qparams, weight, bias)
+            w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
+            weight_delta = (p.weights * w_scales - weight).detach()
+            channel_scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
+        dot = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias, keep_float=True)  # the accumulator
+        layout = native_int8.runs_layout(dot) if native and dot.dtype == torch.float32 else None
+        if layout is not None:
+            q, exact, inside, high, low, n_saturated, acc_range = self._requantize_native(dot, layout, p,
+                                                                                          channel_scales)
+        else:
+            q, exact, inside, high, low, n_saturated, acc_range = self._requantize_numpy(dot.long().numpy(), p,
+                                                                                         channel_scales)
+        # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
+        w_fake = weight + weight_delta
+        if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
+            self.observer.observe_range(*(self._act_of(v) for v in acc_range))
+        self._count_health(q.numel(), n_saturated, 0, p.weights)
+        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
+        return QAct(value, q, p.out_qparams)
+
+    def _requantize_numpy(self, acc: np.ndarray, p: IntegerParams, channel_scales: np.ndarray):
+        """The accumulator's requantization, clamp and gradient masks (the reference of
+        _requantize_native): q, exact, inside, high, low, how many saturated, and the accumulator's
+        range in real units (channel_scales: each channel's unit)."""
         view = self.channel_view
-        acc = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias).numpy()  # the int32 accumulator
         if self.profile.requant.kind == Requant.SINGLE:
             requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),
                                             self.profile.requant.rounding)
@@ -598,31 +642,31 @@ class QuantLayer(nn.Module):
         requantized = torch.from_numpy(requantized) + p.out_qparams.zero_point
         q = requantized.clamp(p.act_min, p.act_max)
         exact = (q.float() - p.out_qparams.zero_point) * float(p.out_qparams.scale)
-
-        # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
-        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
-        w_fake = weight + (p.weights * w_scales - weight).detach()
-        if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
-            scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
-            self._observe_accumulator(acc, scales)
         # one pass finds whether anything left the range; the masks only where something did
         lowest, highest = (int(v) for v in torch.aminmax(requantized))
         high = requantized > p.act_max if highest > p.act_max else None
         # below a ReLU's zero: no saturation, a zero gradient (inside is False there)
         low = requantized < p.act_min if lowest < p.act_min and not self.relu else None
         inside = q == requantized if lowest < p.act_min or highest > p.act_max else None
-        self._count_health(q.numel(), sum(int(m.sum()) for m in (high, low) if m is not None), 0, p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
-        return QAct(value, q, p.out_qparams)
+        n_saturated = sum(int(m.sum()) for m in (high, low) if m is not None)
+        return q, exact, inside, high, low, n_saturated, _channel_range(acc, channel_scales)
+
+    def _requantize_native(self, dot: torch.Tensor, layout, p: IntegerParams, channel_scales: np.ndarray):
+        """_requantize_numpy in one compiled pass over the float32 accumulator (train/native_int8.py)."""
+        requant = self.profile.requant
+        mode = ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_int8.DOUBLE_ROUNDING
+        r = native_int8.int8_post(dot, layout, p.multiplier, p.shift, mode, p.out_qparams.zero_point, p.act_min,
+                                  p.act_max, p.out_qparams.scale, channel_scales)
+        high = r.high if r.highest > p.act_max else None
+        low = r.low if r.lowest < p.act_min and not self.relu else None
+        inside = r.inside if r.lowest < p.act_min or r.highest > p.act_max else None
+        n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
+        return r.q, r.exact, inside, high, low, n_saturated, (r.acc_low, r.acc_high)
 
     def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
         """Observes the float pre-activation as acc * scale per channel: the activation is monotonic
         and the scales positive, so the per-channel extremes of acc give the range."""
-        per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
-        scales = np.broadcast_to(np.asarray(channel_scales, dtype=np.float64), (acc.shape[1],))
-        lo = float((per_channel.min(axis=0).min(axis=1) * scales).min())  # batch axis first: contiguous
-        hi = float((per_channel.max(axis=0).max(axis=1) * scales).max())
-        self.observer.observe_range(*(self._act_of(v) for v in (lo, hi)))
+        self.observer.observe_range(*(self._act_of(v) for v in _channel_range(acc, channel_scales)))
 
     def _act_of(self, v: float) -> float:
         """float_act of one value."""

@@ -1,0 +1,179 @@
+"""The compiled int8 training steps (cqtf.train.native_int8) equal their numpy reference bit for bit:
+the layer's integers from float parameters, and requantize / clamp / masks / observer range after the
+accumulator, on random values, ties, every rounding and the layouts the training forward produces."""
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cqtf.profile import PRESETS, Requant, Requantizer, Rounding, get_profile
+from cqtf.train import native_int8
+from cqtf.train.layers import IntegerParams, QParams, QuantConv2d, QuantLinear
+
+# Where gcc is present the library must build (a build error fails here instead of skipping every test).
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler for the compiled training steps")
+
+
+def test_library_builds_and_is_used():
+    assert native_int8.enabled()
+
+
+def _layer(relu: bool, profile, out_range=(-3.0, 5.0), conv=True):
+    layer = QuantConv2d(3, 4, 3, relu=relu) if conv else QuantLinear(12, 4, relu=relu)
+    layer.profile = profile
+    layer.observer.observe_range(*out_range)
+    return layer
+
+
+def _single_rounding(mode: Rounding):
+    return dataclasses.replace(get_profile("int8-single"), requant=Requantizer(Requant.SINGLE, mode))
+
+
+def _profiles():
+    yield "double", PRESETS["int8"]
+    for mode in Rounding:
+        yield f"single-{mode.value}", _single_rounding(mode)
+
+
+@pytest.mark.parametrize("name,profile", list(_profiles()))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "permuted", "linear"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_post_equals_numpy(name, profile, layout, relu):
+    rng = np.random.default_rng(abs(hash((name, layout, relu))) % 2**32)
+    channels = 5
+    shape = (3, channels) if layout == "linear" else (3, channels, 4, 6)
+    acc = rng.integers(-(2**24) + 1, 2**24, shape)
+    acc.reshape(-1)[:4] = [2**24 - 1, -(2**24) + 1, 0, -1]
+    # multipliers that make ties common (2^30: a half), and shifts both ways, the left ones saturating
+    multiplier = np.array([2**30, 2**30 + 1, 3 * 2**29, 2**31 - 1, 0][:channels], dtype=np.int32)
+    shift = np.array([-1, -7, 2, -20, 0][:channels], dtype=np.int32)
+    # half the elements where the output lands near the clamp's range, or ties and clamps hide each other
+    real = multiplier.astype(np.float64) * 2.0 ** (shift.astype(np.float64) - 31)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    near = np.round(rng.uniform(-150, 150, shape) / np.maximum(real, 1e-9).reshape(view))
+    near += rng.integers(-2, 3, shape)  # and their neighbours, where ties fall
+    acc = np.where(rng.random(shape) < 0.5, np.clip(near, -(2**24) + 1, 2**24 - 1).astype(np.int64), acc)
+    dot = torch.from_numpy(acc.astype(np.float32))
+    if layout == "channels_last":
+        dot = dot.contiguous(memory_format=torch.channels_last)
+    if layout == "permuted":  # storage (N, H, C, W): runs of W elements per channel
+        dot = dot.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    layer = _layer(relu, profile, conv=layout != "linear")
+    if layout == "linear":
+        layer.channel_view = (1, -1)
+    out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
+    p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
+    scales = rng.uniform(1e-4, 1e-2, channels)
+    layout_runs = native_int8.runs_layout(dot)
+    assert layout_runs is not None
+    got = layer._requantize_native(dot, layout_runs, p, scales)
+    want = layer._requantize_numpy(dot.long().numpy(), p, scales)
+    q, exact = got[0], got[1]
+    assert q.stride() == dot.stride() and exact.stride() == dot.stride()  # gradients follow the layout
+    assert torch.equal(q, want[0])
+    assert torch.equal(exact, want[1])
+    for mine, theirs in zip(got[2:5], want[2:5]):  # inside, high, low: built exactly where numpy builds them
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            assert torch.equal(mine, theirs)
+    assert got[5] == want[5]  # saturated count
+    assert got[6] == want[6]  # the observer's range, float64 for float64
+
+
+@given(data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_post_random_parameters(data):
+    """Random multipliers and shifts as quantize_multiplier makes them, random clamps and zero points."""
+    channels = data.draw(st.integers(1, 6))
+    multiplier = np.array(data.draw(st.lists(st.one_of(st.just(0), st.integers(2**30, 2**31 - 1)),
+                                             min_size=channels, max_size=channels)), dtype=np.int32)
+    shift = np.array(data.draw(st.lists(st.integers(-31, 30), min_size=channels, max_size=channels)), dtype=np.int32)
+    seed = data.draw(st.integers(0, 2**31))
+    magnitude = data.draw(st.sampled_from([2**6, 2**14, 2**24 - 1]))
+    acc = np.random.default_rng(seed).integers(-magnitude, magnitude + 1, (2, channels, 3, 2))
+    zero_point = data.draw(st.integers(-128, 127))
+    act_min = data.draw(st.integers(-128, 127))
+    act_max = data.draw(st.integers(act_min, 127))
+    name, profile = data.draw(st.sampled_from(list(_profiles())))
+    relu = data.draw(st.booleans())
+    layer = _layer(relu, profile)
+    p = IntegerParams(None, None, None, multiplier, shift, QParams(np.float32(0.05), zero_point), act_min, act_max)
+    dot = torch.from_numpy(acc.astype(np.float32)).contiguous(memory_format=torch.channels_last)
+    scales = np.full(channels, 0.001)
+    got = layer._requantize_native(dot, native_int8.runs_layout(dot), p, scales)
+    want = layer._requantize_numpy(acc, p, scales)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for mine, theirs in zip(got[2:5], want[2:5]):
+        assert (mine is None) == (theirs is None) and (mine is None or torch.equal(mine, theirs))
+    assert got[5:] == want[5:]
+
+
+def test_runs_layout():
+    x = torch.zeros(2, 3, 4, 5)
+    assert native_int8.runs_layout(x) == (2, 3, 20)
+    assert native_int8.runs_layout(x.contiguous(memory_format=torch.channels_last)) == (40, 3, 1)
+    assert native_int8.runs_layout(torch.zeros(7, 3)) == (7, 3, 1)
+    assert native_int8.runs_layout(x[:, :, ::2]) is None  # not dense
+    assert native_int8.runs_layout(x.permute(0, 2, 1, 3)) == (6, 4, 5)  # storage (N, C, H, W): runs of W
+    assert native_int8.runs_layout(torch.zeros(2, 1, 3)) == (6, 1, 1)  # one channel: any order
+
+
+@pytest.mark.parametrize("conv", [True, False])
+@pytest.mark.parametrize("seed", range(6))
+def test_params_equal_integer_params(conv, seed):
+    """int8_params == QuantLayer.integer_params (weights, scales, bias, multipliers) and the shadow's
+    weight offset == (weights * scale - weight), on random weights with an all-zero channel, weights
+    that are exact ties of the rounding and biases past int32."""
+    torch.manual_seed(seed)
+    layer = _layer(relu=True, profile=PRESETS["int8"], out_range=(0.0, float(np.random.default_rng(seed).uniform(1, 9))),
+                   conv=conv)
+    weight = layer.weight.detach().clone() * (10.0 ** (seed - 3))
+    weight[1] = 0.0  # scale 1e-12: the floor of the weight scale
+    scale = np.float32(1.0) / np.float32(127)  # channel 2's weight scale once its largest weight is 1
+    weight[2].view(-1)[:3] = torch.tensor([1.0, 0.5 * scale, -0.5 * scale])  # w / scale = +-0.5: ties
+    bias = torch.randn(4) * 10.0 ** (seed - 2)
+    bias[3] = 1e9 if seed % 2 else -1e9  # past int32 at small scales: clipped
+    in_qparams = QParams(np.float32(0.0123 * (seed + 1)), 3)
+    want = layer.integer_params(in_qparams, weight, bias)
+    got = native_int8.int8_params(weight, bias, in_qparams.scale, layer.observer.qparams().scale)
+    assert torch.equal(got.weights, want.weights)
+    assert got.weight_scales.tobytes() == want.weight_scales.tobytes()
+    assert torch.equal(got.bias, want.bias)
+    assert np.array_equal(got.multiplier, want.multiplier) and np.array_equal(got.shift, want.shift)
+    w_scales = torch.from_numpy(want.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
+    assert torch.equal(got.weight_delta, want.weights * w_scales - weight)
+    assert np.array_equal(got.channel_scales, want.weight_scales.astype(np.float64) * float(in_qparams.scale))
+    assert torch.equal(got.bias_float, want.bias.float())
+
+
+def test_training_step_equals_numpy_steps(monkeypatch):
+    """A few quantized training steps of a zoo model give the same parameters with and without the
+    compiled steps (float parameters compared bit for bit)."""
+    from cqtf.data import load_dataset
+    from cqtf.train.model import build_model
+    from cqtf.train.trainer import _calibrate
+    import torch.nn.functional as F
+
+    data = load_dataset("digits")
+    results = []
+    for native in ("1", "0"):
+        monkeypatch.setenv("CQTF_NATIVE_TRAINING", native)
+        torch.manual_seed(0)
+        model = build_model("digits_cnn", data.input_shape, data.num_classes, data.input_quant, get_profile("int8"))
+        _calibrate(model, data)
+        model.set_quantized(True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for step in range(4):
+            x = torch.from_numpy(data.x_train[32 * step: 32 * step + 32])
+            y = torch.from_numpy(data.y_train[32 * step: 32 * step + 32])
+            model.train()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results.append([t.detach().clone() for t in model.state_dict().values() if torch.is_tensor(t)])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
