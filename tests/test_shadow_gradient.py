@@ -42,7 +42,7 @@ def test_gradients_equal_the_masked_float_shadow(kind, saturation_aware):
     expected = _grads(masked, (x, w, b), upstream)
 
     exact = torch.randn(shadow.shape, generator=gen)  # any forward value: gradients must not depend on it
-    out = ExactWithShadowGradient.apply(exact, x, w, b, inside, high, low, layer)
+    out = ExactWithShadowGradient.apply([exact], x, w, b, inside, high, low, layer)
     assert torch.equal(out, exact)
     got = _grads(out, (x, w, b), upstream)
     for name, e, g in zip("xwb", expected, got):
@@ -54,7 +54,7 @@ def test_an_input_without_gradient_gets_none():
     x = torch.randn(1, 2, 4, 4)  # the network's input: no gradient wanted
     w = layer.inner.weight.detach().clone().requires_grad_(True)
     ones = torch.ones(1, 3, 4, 4, dtype=torch.bool)
-    out = ExactWithShadowGradient.apply(torch.zeros(1, 3, 4, 4), x, w, None, ones, ~ones, ~ones, layer)
+    out = ExactWithShadowGradient.apply([torch.zeros(1, 3, 4, 4)], x, w, None, ones, ~ones, ~ones, layer)
     (gw,) = torch.autograd.grad(out.sum(), (w,))
     assert gw.shape == w.shape and gw.abs().sum() > 0
 
@@ -72,7 +72,7 @@ def test_no_masks_means_everything_inside(kind):
     upstream = torch.randn(shape, generator=gen)
     exact = torch.randn(shape, generator=gen)
     ones = torch.ones(shape, dtype=torch.bool)
-    masked = _grads(ExactWithShadowGradient.apply(exact, x, w, b, ones, None, None, layer), (x, w, b), upstream)
-    unmasked = _grads(ExactWithShadowGradient.apply(exact, x, w, b, None, None, None, layer), (x, w, b), upstream)
+    masked = _grads(ExactWithShadowGradient.apply([exact], x, w, b, ones, None, None, layer), (x, w, b), upstream)
+    unmasked = _grads(ExactWithShadowGradient.apply([exact], x, w, b, None, None, None, layer), (x, w, b), upstream)
     for name, e, g in zip("xwb", masked, unmasked):
         assert torch.equal(g, e), f"d/d{name} differs"

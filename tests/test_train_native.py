@@ -29,6 +29,22 @@ def _layer(relu: bool, profile, out_range=(-3.0, 5.0), conv=True):
     return layer
 
 
+def _native_post(layer, dot: torch.Tensor, p: IntegerParams, channel_scales: np.ndarray):
+    """What the layer's native forward does after the convolution, with p's multipliers and shifts:
+    the same tuple as _requantize_numpy."""
+    table = torch.zeros((len(p.multiplier), native_int8.CHANNEL_FIELDS), dtype=torch.int64)
+    table[:, native_int8.MULTIPLIER] = torch.from_numpy(p.multiplier.astype(np.int64))
+    table[:, native_int8.SHIFT] = torch.from_numpy(p.shift.astype(np.int64))
+    table.numpy().view(np.float64)[:, native_int8.SCALE] = channel_scales
+    params = native_int8.Int8Params(None, None, None, 0, table)
+    layout = native_int8.runs_layout(dot)
+    assert layout is not None
+    r = native_int8.int8_post(dot, layout, params, layer._native_mode(), p.out_qparams.zero_point, p.act_min,
+                              p.act_max, p.out_qparams.scale)
+    masks, n_saturated = layer._native_masks(r, p.act_min, p.act_max)
+    return (r.q, r.exact, *masks, n_saturated, (r.acc_low, r.acc_high))
+
+
 def _single_rounding(mode: Rounding):
     return dataclasses.replace(get_profile("int8-single"), requant=Requantizer(Requant.SINGLE, mode))
 
@@ -68,9 +84,7 @@ def test_post_equals_numpy(name, profile, layout, relu):
     out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
     p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
     scales = rng.uniform(1e-4, 1e-2, channels)
-    layout_runs = native_int8.runs_layout(dot)
-    assert layout_runs is not None
-    got = layer._requantize_native(dot, layout_runs, p, scales)
+    got = _native_post(layer, dot, p, scales)
     want = layer._requantize_numpy(dot.long().numpy(), p, scales)
     q, exact = got[0], got[1]
     assert q.stride() == dot.stride() and exact.stride() == dot.stride()  # gradients follow the layout
@@ -104,7 +118,7 @@ def test_post_random_parameters(data):
     p = IntegerParams(None, None, None, multiplier, shift, QParams(np.float32(0.05), zero_point), act_min, act_max)
     dot = torch.from_numpy(acc.astype(np.float32)).contiguous(memory_format=torch.channels_last)
     scales = np.full(channels, 0.001)
-    got = layer._requantize_native(dot, native_int8.runs_layout(dot), p, scales)
+    got = _native_post(layer, dot, p, scales)
     want = layer._requantize_numpy(acc, p, scales)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     for mine, theirs in zip(got[2:5], want[2:5]):
@@ -141,13 +155,17 @@ def test_params_equal_integer_params(conv, seed):
     want = layer.integer_params(in_qparams, weight, bias)
     got = native_int8.int8_params(weight, bias, in_qparams.scale, layer.observer.qparams().scale)
     assert torch.equal(got.weights, want.weights)
-    assert got.weight_scales.tobytes() == want.weight_scales.tobytes()
-    assert torch.equal(got.bias, want.bias)
-    assert np.array_equal(got.multiplier, want.multiplier) and np.array_equal(got.shift, want.shift)
+    assert got.column(native_int8.WEIGHT_SCALE, np.float64).astype(np.float32).tobytes() == \
+        want.weight_scales.tobytes()
+    assert np.array_equal(got.column(native_int8.BIAS, np.int64), want.bias.numpy())
+    assert got.bias_bound == int(want.bias.abs().max())
+    assert torch.equal(got.bias_float, want.bias.float())
+    assert np.array_equal(got.column(native_int8.MULTIPLIER, np.int64), want.multiplier)
+    assert np.array_equal(got.column(native_int8.SHIFT, np.int64), want.shift)
     w_scales = torch.from_numpy(want.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
     assert torch.equal(got.weight_delta, want.weights * w_scales - weight)
-    assert np.array_equal(got.channel_scales, want.weight_scales.astype(np.float64) * float(in_qparams.scale))
-    assert torch.equal(got.bias_float, want.bias.float())
+    assert np.array_equal(got.column(native_int8.SCALE, np.float64),
+                          want.weight_scales.astype(np.float64) * float(in_qparams.scale))
 
 
 def test_training_step_equals_numpy_steps(monkeypatch):

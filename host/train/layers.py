@@ -129,9 +129,11 @@ class ExactWithShadowGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, exact, x, weight, bias, inside, high, low, layer):
+        """exact: a one-element list holding a tensor made for this output alone (in a list, autograd
+        does not see it as an input, so it is returned as is instead of copied)."""
         ctx.save_for_backward(x, weight, inside, high, low)
         ctx.layer, ctx.has_bias = layer, bias is not None
-        return exact.clone()
+        return exact[0]
 
     @staticmethod
     def backward(ctx, grad):
@@ -413,16 +415,17 @@ class QuantLayer(nn.Module):
         bias_scales = weight_scales.astype(np.float64) * float(in_qparams.scale)
         b = (self.bias if bias is None else bias).detach().double().numpy()
         bias = torch.from_numpy(np.clip(_round_half_away(b / bias_scales), INT32_MIN, INT32_MAX).astype(np.int64))
-        # effective_scale for every channel: the same float64 products of float32 scales
-        reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(self.observer.qparams().scale)
-        return self._integer_params_with(weights, weight_scales, bias, *quantize_multipliers(reals))
-
-    def _integer_params_with(self, weights, weight_scales, bias, multiplier, shift) -> IntegerParams:
-        """IntegerParams of these integers, with the output quantization and the clamp."""
         out_qparams = self.observer.qparams()
+        # effective_scale for every channel: the same float64 products of float32 scales
+        reals = float(in_qparams.scale) * weight_scales.astype(np.float64) / float(out_qparams.scale)
+        multiplier, shift = quantize_multipliers(reals)
+        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams,
+                             *self._int8_clamp(out_qparams))
+
+    def _int8_clamp(self, out_qparams: QParams) -> tuple[int, int]:
+        """(act_min, act_max) of the int8 output: the activation's clamp within [-128, 127]."""
         act_min = max(-128, out_qparams.zero_point) if self.relu else -128
-        act_min, act_max = self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
-        return IntegerParams(weights, weight_scales, bias, multiplier, shift, out_qparams, act_min, act_max)
+        return self._act_bounds(out_qparams.scale, out_qparams.zero_point, act_min, 127)
 
     def forward(self, x: QAct) -> QAct:
         if not self.quantized:
@@ -550,7 +553,7 @@ class QuantLayer(nn.Module):
         saturated = [m for m in (high, low) if m is not None]
         n_saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
         self._count_health(pre.size, n_saturated, int(block_saturated.sum()), p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
+        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, inside, high, low, self)
         return QAct(value, q, p.out_qparams)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
@@ -579,19 +582,17 @@ class QuantLayer(nn.Module):
         return 1 << (afmt.total_bits - 1) if isinstance(afmt, FixedPoint) else 255
 
     def _exact_dot(self, xq: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None,
-                   dot_bound: int | None = None, keep_float: bool = False) -> torch.Tensor:
+                   dot_bound: int | None = None) -> torch.Tensor:
         """op(xq, weights, bias) exactly (int64). In float32, the bias inside the op, when no partial sum
         can pass 2^24 (then every one, in any order the convolution takes, is an exact integer): the
         bound is the fan-in times the largest input code the profile allows and the largest weight, plus
         the largest bias. Otherwise the dot product in float64 (exact below 2^53), the bias added in int64.
-        dot_bound: self._dot_bound(weights), if the caller has it. keep_float: the float32 result as
-        it is where that path is taken (exact integers), not converted to int64."""
+        dot_bound: self._dot_bound(weights), if the caller has it."""
         bias_bound = 0 if bias is None else int(np.abs(bias.numpy()).max())
         if dot_bound is None:
             dot_bound = self._dot_bound(weights)
         if dot_bound + bias_bound < 2 ** 24:
-            dot = self.op(xq.float(), weights.float(), None if bias is None else bias.float())
-            return dot if keep_float else dot.long()
+            return self.op(xq.float(), weights.float(), None if bias is None else bias.float()).long()
         dot = self.op(xq.double(), weights.double(), None).round().long()
         return dot if bias is None else dot + bias.reshape(self.channel_view)
 
@@ -603,35 +604,64 @@ class QuantLayer(nn.Module):
 
     def _quantized_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
-        native = native_int8.enabled()
-        if native:
-            n = native_int8.int8_params(weight, bias, x.qparams.scale, self.observer.qparams().scale)
-            p = self._integer_params_with(n.weights, n.weight_scales, n.bias, n.multiplier, n.shift)
-            weight_delta, channel_scales = n.weight_delta, n.channel_scales
-        else:
-            p = self.integer_params(x.qparams, weight, bias)
-            w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
-            weight_delta = (p.weights * w_scales - weight).detach()
-            channel_scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
-        dot = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias, keep_float=True)  # the accumulator
-        layout = native_int8.runs_layout(dot) if native and dot.dtype == torch.float32 else None
-        if layout is not None:
-            q, exact, inside, high, low, n_saturated, acc_range = self._requantize_native(dot, layout, p,
-                                                                                          channel_scales)
-        else:
-            q, exact, inside, high, low, n_saturated, acc_range = self._requantize_numpy(dot.long().numpy(), p,
-                                                                                         channel_scales)
+        if native_int8.enabled():
+            out = self._native_forward(x, weight, bias)
+            if out is not None:
+                return out
+        p = self.integer_params(x.qparams, weight, bias)
+        dot = self._exact_dot(x.q - x.qparams.zero_point, p.weights, p.bias)  # the int32 accumulator
+        channel_scales = p.weight_scales.astype(np.float64) * float(x.qparams.scale)
+        q, exact, inside, high, low, n_saturated, acc_range = self._requantize_numpy(dot.numpy(), p, channel_scales)
         # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
-        w_fake = weight + weight_delta
+        w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
+        w_fake = weight + (p.weights * w_scales - weight).detach()
+        return self._int8_output(x, w_fake, bias, p.weights, p.out_qparams, q, exact, (inside, high, low),
+                                 n_saturated, acc_range)
+
+    def _native_forward(self, x: QAct, weight: torch.Tensor, bias: torch.Tensor) -> QAct | None:
+        """_quantized_forward with the compiled integer steps (train/native_int8.py); None where they
+        do not apply (an accumulator that may pass 2^24, or a layout that is not dense)."""
+        out_qparams = self.observer.qparams()
+        n = native_int8.int8_params(weight, bias, x.qparams.scale, out_qparams.scale)
+        if self._dot_bound(n.weights) + n.bias_bound >= 2 ** 24:
+            return None
+        dot = self.op((x.q - x.qparams.zero_point).float(), n.weights, n.bias_float)  # exact: see _exact_dot
+        layout = native_int8.runs_layout(dot)
+        if layout is None:
+            return None
+        act_min, act_max = self._int8_clamp(out_qparams)
+        r = native_int8.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
+                                  out_qparams.scale)
+        masks, n_saturated = self._native_masks(r, act_min, act_max)
+        return self._int8_output(x, weight + n.weight_delta, bias, n.weights, out_qparams, r.q, r.exact, masks,
+                                 n_saturated, (r.acc_low, r.acc_high))
+
+    def _native_mode(self) -> int:
+        requant = self.profile.requant
+        return ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_int8.DOUBLE_ROUNDING
+
+    def _native_masks(self, r: "native_int8.PostResult", act_min: int, act_max: int):
+        """(inside, high, low) as _requantize_numpy builds them (None where empty or, below a ReLU's
+        zero, where no gradient passes), and how many outputs saturated."""
+        high = r.high if r.highest > act_max else None
+        low = r.low if r.lowest < act_min and not self.relu else None
+        inside = r.inside if r.lowest < act_min or r.highest > act_max else None
+        n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
+        return (inside, high, low), n_saturated
+
+    def _int8_output(self, x: QAct, w_fake, bias, weights, out_qparams: QParams, q, exact, masks,
+                     n_saturated: int, acc_range: tuple[float, float]) -> QAct:
+        """The layer's output: exact forward values, the shadow's gradient through w_fake (straight-through
+        on weight rounding) masked where saturated; observer and health counters updated."""
         if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
             self.observer.observe_range(*(self._act_of(v) for v in acc_range))
-        self._count_health(q.numel(), n_saturated, 0, p.weights)
-        value = ExactWithShadowGradient.apply(exact, x.value, w_fake, bias, inside, high, low, self)
-        return QAct(value, q, p.out_qparams)
+        self._count_health(q.numel(), n_saturated, 0, weights)
+        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, *masks, self)
+        return QAct(value, q, out_qparams)
 
     def _requantize_numpy(self, acc: np.ndarray, p: IntegerParams, channel_scales: np.ndarray):
         """The accumulator's requantization, clamp and gradient masks (the reference of
-        _requantize_native): q, exact, inside, high, low, how many saturated, and the accumulator's
+        native_int8.int8_post and _native_masks): q, exact, inside, high, low, how many saturated, and the accumulator's
         range in real units (channel_scales: each channel's unit)."""
         view = self.channel_view
         if self.profile.requant.kind == Requant.SINGLE:
@@ -650,18 +680,6 @@ class QuantLayer(nn.Module):
         inside = q == requantized if lowest < p.act_min or highest > p.act_max else None
         n_saturated = sum(int(m.sum()) for m in (high, low) if m is not None)
         return q, exact, inside, high, low, n_saturated, _channel_range(acc, channel_scales)
-
-    def _requantize_native(self, dot: torch.Tensor, layout, p: IntegerParams, channel_scales: np.ndarray):
-        """_requantize_numpy in one compiled pass over the float32 accumulator (train/native_int8.py)."""
-        requant = self.profile.requant
-        mode = ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_int8.DOUBLE_ROUNDING
-        r = native_int8.int8_post(dot, layout, p.multiplier, p.shift, mode, p.out_qparams.zero_point, p.act_min,
-                                  p.act_max, p.out_qparams.scale, channel_scales)
-        high = r.high if r.highest > p.act_max else None
-        low = r.low if r.lowest < p.act_min and not self.relu else None
-        inside = r.inside if r.lowest < p.act_min or r.highest > p.act_max else None
-        n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
-        return r.q, r.exact, inside, high, low, n_saturated, (r.acc_low, r.acc_high)
 
     def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
         """Observes the float pre-activation as acc * scale per channel: the activation is monotonic

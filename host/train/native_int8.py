@@ -7,6 +7,8 @@ order. The numpy steps of QuantLayer stay the reference and the fallback: these 
 is available (the post step only where the accumulator is float32, exact below 2^24, and dense);
 tests/test_train_native.py checks both agree bit for bit. CQTF_NATIVE_TRAINING=0 trains with the
 numpy steps only.
+
+Everything crossing into C is a torch tensor (data_ptr() costs 0.1 us; numpy's .ctypes 1 us).
 """
 from __future__ import annotations
 
@@ -23,29 +25,24 @@ from cqtf.errors import ToolchainError
 from cqtf.native import build_library
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "int8_forward.c"
-
-
-class _Params(ctypes.Structure):
-    _fields_ = [("outer", ctypes.c_int64), ("channels", ctypes.c_int64), ("inner", ctypes.c_int64),
-                ("multiplier", ctypes.c_void_p), ("shift", ctypes.c_void_p), ("mode", ctypes.c_int32),
-                ("zero_point", ctypes.c_int32), ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
-                ("out_scale", ctypes.c_float)]
-
-
-class _Shape(ctypes.Structure):
-    _fields_ = [("out_channels", ctypes.c_int64), ("fan_in", ctypes.c_int64), ("in_scale", ctypes.c_float),
-                ("out_scale", ctypes.c_float)]
+DOUBLE_ROUNDING = -1  # the C mode of TFLM's double rounding; otherwise profile.ROUNDING_CODES
+# cqtf_channel_t, 8-byte fields: scale, weight_scale (float64), bias, multiplier, shift, then the post
+# step's left, right, half, acc_min, acc_max (int64)
+CHANNEL_FIELDS = 10
+SCALE, WEIGHT_SCALE, BIAS, MULTIPLIER, SHIFT = range(5)
 
 
 class Int8Params(NamedTuple):
     weights: torch.Tensor  # float32 integers, the weight's shape
     weight_delta: torch.Tensor  # weights * scale - weight (float32): the shadow's straight-through offset
-    weight_scales: np.ndarray  # (O,) float32
-    channel_scales: np.ndarray  # (O,) float64: weight scale * input scale, the accumulator's real unit
-    bias: torch.Tensor  # (O,) int64, clipped to int32
-    bias_float: torch.Tensor  # the same as float32
-    multiplier: np.ndarray  # (O,) int32
-    shift: np.ndarray  # (O,) int32
+    bias_float: torch.Tensor  # (O,) the int32-clipped bias as float32
+    bias_bound: int  # the largest |bias|
+    channels: torch.Tensor  # (O, CHANNEL_FIELDS) int64: the C channel table (see column views below)
+
+    def column(self, field: int, dtype) -> np.ndarray:
+        """One field of the channel table as numpy (for tests and the numpy fallback)."""
+        table = self.channels.numpy()
+        return (table.view(np.float64) if dtype == np.float64 else table)[:, field].astype(dtype)
 
 
 class PostResult(NamedTuple):
@@ -54,7 +51,7 @@ class PostResult(NamedTuple):
     inside: torch.Tensor  # bool: the clamp left the value as it was
     high: torch.Tensor  # bool: above act_max before the clamp
     low: torch.Tensor  # bool: below act_min before the clamp
-    acc_low: float  # min / max over channels of the accumulator's extremes times channel_scales
+    acc_low: float  # the least / largest accumulator value of a channel times its scale (real units)
     acc_high: float
     lowest: int  # extremes of the requantized values before the clamp
     highest: int
@@ -80,9 +77,11 @@ def _load():
                           f"(same results, slower): {exc}")
             _library = False
             return _library
-        lib.cqtf_int8_post.restype = lib.cqtf_int8_params.restype = None
-        lib.cqtf_int8_post.argtypes = [ctypes.POINTER(_Params)] + [ctypes.c_void_p] * 10
-        lib.cqtf_int8_params.argtypes = [ctypes.POINTER(_Shape)] + [ctypes.c_void_p] * 10
+        i64, i32, f32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_void_p
+        lib.cqtf_int8_params.restype = i64
+        lib.cqtf_int8_params.argtypes = [i64, i64, f32, f32] + [ptr] * 6
+        lib.cqtf_int8_post.restype = None
+        lib.cqtf_int8_post.argtypes = [i64, i64, i64, i32, i32, i32, i32, f32] + [ptr] * 9
         _library = lib
     return _library
 
@@ -96,25 +95,20 @@ def int8_params(weight: torch.Tensor, bias: torch.Tensor, in_scale: np.float32, 
     """QuantLayer.integer_params' integers (and the shadow's weight offset) from float32 weight (O, ...)
     and bias (O,)."""
     w = weight.detach().contiguous()
+    b = bias.detach().contiguous()
     out_channels = w.shape[0]
-    b = np.ascontiguousarray(bias.detach().numpy(), dtype=np.float64)
     weights, delta = torch.empty_like(w), torch.empty_like(w)
-    weight_scales = np.empty(out_channels, dtype=np.float32)
-    channel_scales = np.empty(out_channels, dtype=np.float64)
-    bias_int = torch.empty(out_channels, dtype=torch.int64)
     bias_float = torch.empty(out_channels, dtype=torch.float32)
-    mult_shift = np.empty((2, out_channels), dtype=np.int32)
-    shape = _Shape(out_channels, w.numel() // max(out_channels, 1), in_scale, out_scale)
-    _load().cqtf_int8_params(ctypes.byref(shape), w.data_ptr(), b.ctypes.data, weights.data_ptr(), delta.data_ptr(),
-                              weight_scales.ctypes.data, channel_scales.ctypes.data, bias_int.data_ptr(),
-                              bias_float.data_ptr(), mult_shift[0].ctypes.data, mult_shift[1].ctypes.data)
-    return Int8Params(weights, delta, weight_scales, channel_scales, bias_int, bias_float, mult_shift[0],
-                      mult_shift[1])
+    channels = torch.empty((out_channels, CHANNEL_FIELDS), dtype=torch.int64)
+    bias_bound = _load().cqtf_int8_params(out_channels, w.numel() // max(out_channels, 1), in_scale, out_scale,
+                                          w.data_ptr(), b.data_ptr(), weights.data_ptr(), delta.data_ptr(),
+                                          bias_float.data_ptr(), channels.data_ptr())
+    return Int8Params(weights, delta, bias_float, bias_bound, channels)
 
 
 def runs_layout(t: torch.Tensor) -> tuple[int, int, int] | None:
-    """(outer, channels, inner) when t (channels on dim 1) is dense and every channel's elements lie
-    in runs of `inner` consecutive storage elements; None otherwise."""
+    """(outer, channels, inner) when t (channels on dim 1) is dense, so that every channel's elements
+    lie in runs of `inner` consecutive storage elements; None otherwise."""
     dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1)
     expected = 1
     for stride, size in dims:
@@ -126,31 +120,19 @@ def runs_layout(t: torch.Tensor) -> tuple[int, int, int] | None:
     return t.numel() // (channels * inner), channels, inner
 
 
-DOUBLE_ROUNDING = -1  # the C mode of TFLM's double rounding; otherwise profile.ROUNDING_CODES
-CHANNEL_FIELDS = 6  # int64 fields of the C channel_t: multiplier, left, right, half, acc_min, acc_max
-
-
-def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], multiplier: np.ndarray, shift: np.ndarray,
-              mode: int, zero_point: int, act_min: int, act_max: int, out_scale: np.float32,
-              channel_scales: np.ndarray) -> PostResult:
+def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], params: Int8Params, mode: int, zero_point: int,
+              act_min: int, act_max: int, out_scale: np.float32) -> PostResult:
     """Requantize (mode: DOUBLE_ROUNDING or a single rounding's code), clamp, masks and extremes of a
-    float32 accumulator of exact integers below 2^24, with the layout runs_layout(acc) gave;
-    channel_scales (float64 per channel) turn the accumulator's extremes into real units."""
+    float32 accumulator of exact integers below 2^24, with the layout runs_layout(acc) gave and the
+    channel table of int8_params."""
     outer, channels, inner = layout
-    mult = np.ascontiguousarray(multiplier, dtype=np.int32)
-    sh = np.ascontiguousarray(shift, dtype=np.int32)
-    scales = np.ascontiguousarray(channel_scales, dtype=np.float64)
-    params = _Params(outer, channels, inner, mult.ctypes.data, sh.ctypes.data, mode, zero_point, act_min, act_max,
-                     out_scale)
     shape, strides = acc.shape, acc.stride()
     q = torch.empty_strided(shape, strides, dtype=torch.int64)
     exact = torch.empty_strided(shape, strides, dtype=torch.float32)
-    masks = [torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(3)]
-    scratch = np.empty((channels, CHANNEL_FIELDS), dtype=np.int64)
-    stats = np.empty(4, dtype=np.int64)
-    acc_range = np.empty(2, dtype=np.float64)
-    _load().cqtf_int8_post(ctypes.byref(params), acc.data_ptr(), q.data_ptr(), exact.data_ptr(),
-                            *(m.data_ptr() for m in masks), scratch.ctypes.data, scales.ctypes.data,
-                            stats.ctypes.data, acc_range.ctypes.data)
-    lowest, highest, n_high, n_low = stats.tolist()
-    return PostResult(q, exact, *masks, *acc_range.tolist(), lowest, highest, n_high, n_low)
+    inside, high, low = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(3))
+    stats = torch.empty(4, dtype=torch.int64)
+    acc_range = torch.empty(2, dtype=torch.float64)
+    _load().cqtf_int8_post(outer, channels, inner, mode, zero_point, act_min, act_max, out_scale,
+                           params.channels.data_ptr(), acc.data_ptr(), q.data_ptr(), exact.data_ptr(),
+                           inside.data_ptr(), high.data_ptr(), low.data_ptr(), stats.data_ptr(), acc_range.data_ptr())
+    return PostResult(q, exact, inside, high, low, *acc_range.tolist(), *stats.tolist())

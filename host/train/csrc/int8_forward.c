@@ -1,7 +1,7 @@
 /*
  * int8_forward.c - the int8 training forward's integer steps around the convolution (host only):
- * cqtf_int8_params (the layer's integers from its float weights and bias) and cqtf_int8_post
- * (requantize, clamp, gradient masks and observer extremes in one pass).
+ * cqtf_int8_params (a layer's integers from its float weights and bias) and cqtf_int8_post
+ * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass).
  *
  * Their numpy twins, QuantLayer.integer_params and QuantLayer._requantize_numpy in
  * host/train/layers.py, stay the reference; tests/test_train_native.py checks that the two agree
@@ -9,9 +9,8 @@
  * uses float32, double where it uses float64; -std=c99 keeps gcc from contracting them into FMAs).
  * Single rounding's general case is the firmware's own cqtf_round_shift.
  *
- * Layout: the accumulator is a dense tensor whose elements of one channel lie in runs of `inner`
- * consecutive elements: storage = [outer][channels][inner] (NCHW: inner = H*W; channels last or a
- * linear layer: inner = 1). Every output is written in the same storage order.
+ * Arguments are scalars and pointers (no structs to build on the Python side: a training step
+ * calls these twice per layer, where every microsecond of call overhead counts).
  */
 #include <math.h>
 #include <stdint.h>
@@ -20,145 +19,18 @@
 
 #define DOUBLE_ROUNDING (-1) /* `mode` of TFLM's double rounding; otherwise a cqtf_rounding_t */
 
+/* One output channel, written by cqtf_int8_params and read by cqtf_int8_post, which also keeps its
+ * requantization shifts and accumulator extremes here. All 8-byte fields: numpy reads the table
+ * as an (O, CHANNEL_FIELDS) array (train/native_int8.py). */
 typedef struct {
-    int64_t outer, channels, inner;
-    const int32_t *multiplier, *shift; /* per channel: Q31 multiplier in [0, 2^31), shift <= 30 */
-    int32_t mode;                      /* DOUBLE_ROUNDING, or single rounding by this cqtf_rounding_t */
-    int32_t zero_point, act_min, act_max;
-    float out_scale;
-} cqtf_post_params_t;
-
-/* One channel: its requantization worked out once, and its accumulator's extremes so far. */
-typedef struct {
-    int64_t multiplier, left, right, half, acc_min, acc_max;
-} channel_t;
-
-/* Running results over all elements (a local struct, so they stay in registers). */
-typedef struct {
-    int64_t lowest, highest, n_high, n_low;
-} totals_t;
-
-enum { STAT_LOWEST, STAT_HIGHEST, STAT_HIGH, STAT_LOW };
-
-static void channel_init(channel_t *ch, int32_t multiplier, int32_t shift, int32_t mode)
-{
-    ch->multiplier = multiplier;
-    if (mode == DOUBLE_ROUNDING) {
-        ch->left = shift > 0 ? shift : 0;
-        ch->right = shift > 0 ? 0 : -shift;
-    } else { /* round(acc * M / 2^(31 - shift)): one right shift by 31 - shift >= 1 */
-        ch->left = 0;
-        ch->right = 31 - shift;
-    }
-    ch->half = ch->right > 0 ? (int64_t)1 << (ch->right - 1) : 0;
-    ch->acc_min = INT64_MAX;
-    ch->acc_max = INT64_MIN;
-}
-
-/* cqtf_requantize (TFLM double rounding) for |acc| < 2^24, by the floor identities of
- * cqtf.fixedpoint.requantize: gemmlowp's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31)
- * for either sign of p; the tie-away division by 2^r (r > 0) is floor((h + 2^(r-1) - [h < 0]) / 2^r). */
-static inline int64_t requantize_double(const channel_t *ch, int64_t acc)
-{
-    int64_t x = acc * ((int64_t)1 << ch->left);
-    int64_t high;
-
-    x = x > INT32_MAX ? INT32_MAX : x;
-    x = x < INT32_MIN ? INT32_MIN : x;
-    high = cqtf_asr64(x * ch->multiplier + ((int64_t)1 << 30), 31);
-    return cqtf_asr64(high + ch->half - (high < 0 && ch->right > 0), (int32_t)ch->right);
-}
-
-/* cqtf_round_shift(acc * M, 31 - shift, mode): the floor identities of cqtf.fixedpoint.round_shift
- * where they hold, the firmware's general case otherwise (half to even). */
-static inline int64_t requantize_single(const channel_t *ch, int64_t acc, int32_t mode)
-{
-    const int64_t x = acc * ch->multiplier;
-    const int32_t e = (int32_t)ch->right;
-
-    switch (mode) {
-    case CQTF_ROUND_FLOOR:
-        return cqtf_asr64(x, e);
-    case CQTF_ROUND_CEIL:
-        return -cqtf_asr64(-x, e);
-    case CQTF_ROUND_HALF_UP:
-        return cqtf_asr64(x + ch->half, e);
-    case CQTF_ROUND_HALF_AWAY:
-        return cqtf_asr64(x + ch->half - (x < 0), e);
-    default:
-        return cqtf_round_shift(x, e, (uint8_t)mode);
-    }
-}
-
-/* Element k of channel ch. restrict: the uint8 masks may not alias the rest, which would make
- * the compiler reload every parameter after each mask store (3x slower). */
-static inline void post_one(const cqtf_post_params_t *restrict p, channel_t *restrict ch, totals_t *restrict t,
-                            float acc_value, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
-                            uint8_t *restrict high, uint8_t *restrict low)
-{
-    const int64_t acc = (int64_t)acc_value;
-    const int64_t r = (p->mode == DOUBLE_ROUNDING ? requantize_double(ch, acc) : requantize_single(ch, acc, p->mode))
-                      + p->zero_point;
-    const int64_t clamped_low = r < p->act_min ? p->act_min : r;
-    const int64_t v = clamped_low > p->act_max ? p->act_max : clamped_low;
-    const uint8_t above = (uint8_t)(r > p->act_max), below = (uint8_t)(r < p->act_min);
-
-    ch->acc_min = acc < ch->acc_min ? acc : ch->acc_min;
-    ch->acc_max = acc > ch->acc_max ? acc : ch->acc_max;
-    t->lowest = r < t->lowest ? r : t->lowest;
-    t->highest = r > t->highest ? r : t->highest;
-    t->n_high += above;
-    t->n_low += below;
-    *high = above;
-    *low = below;
-    *inside = (uint8_t)!(above | below);
-    *q = v;
-    *exact = (float)(v - p->zero_point) * p->out_scale;
-}
-
-/* acc: exact integers below 2^24 in float32 (the caller's bound). Writes q (int64, clamped, zero
- * point included), exact ((q - zero point) * out_scale), the masks inside / high / low (0 or 1),
- * channels[c] (scratch), stats (the lowest and highest requantized values before the clamp, how
- * many above and below the clamp) and acc_range: the least of acc_min[c] * channel_scales[c] and
- * the largest of acc_max[c] * channel_scales[c] (the observer's range in real units). */
-void cqtf_int8_post(const cqtf_post_params_t *restrict params, const float *restrict acc, int64_t *restrict q,
-                    float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high, uint8_t *restrict low,
-                    channel_t *restrict channels, const double *restrict channel_scales, int64_t *restrict stats,
-                    double *restrict acc_range)
-{
-    const cqtf_post_params_t p = *params;
-    totals_t t = {INT64_MAX, INT64_MIN, 0, 0};
-    int64_t o, c, i, k = 0;
-
-    for (c = 0; c < p.channels; c++) {
-        channel_init(&channels[c], p.multiplier[c], p.shift[c], p.mode);
-    }
-    for (o = 0; o < p.outer; o++) {
-        for (c = 0; c < p.channels; c++) {
-            if (p.inner == 1) { /* channels last: the common case, no inner loop */
-                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
-                k++;
-                continue;
-            }
-            for (i = 0; i < p.inner; i++, k++) {
-                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
-            }
-        }
-    }
-    stats[STAT_LOWEST] = t.lowest;
-    stats[STAT_HIGHEST] = t.highest;
-    stats[STAT_HIGH] = t.n_high;
-    stats[STAT_LOW] = t.n_low;
-    acc_range[0] = INFINITY;
-    acc_range[1] = -INFINITY;
-    for (c = 0; c < p.channels; c++) {
-        const double low_c = (double)channels[c].acc_min * channel_scales[c];
-        const double high_c = (double)channels[c].acc_max * channel_scales[c];
-
-        acc_range[0] = low_c < acc_range[0] ? low_c : acc_range[0];
-        acc_range[1] = high_c > acc_range[1] ? high_c : acc_range[1];
-    }
-}
+    double scale;         /* weight scale * input scale: the accumulator's unit in real numbers */
+    double weight_scale;  /* the float32 weight scale */
+    int64_t bias;         /* the bias in accumulator units, clipped to int32 */
+    int64_t multiplier;   /* Q31 of input scale * weight scale / output scale, in [0, 2^31) */
+    int64_t shift;        /* its power of two, positive = left */
+    int64_t left, right, half; /* cqtf_int8_post: the requantization's shifts */
+    int64_t acc_min, acc_max;  /* cqtf_int8_post: the accumulator's extremes */
+} cqtf_channel_t;
 
 /* ---- The layer's integers (the numpy twin: QuantLayer.integer_params) ---- */
 
@@ -176,7 +48,7 @@ static double round_half_away_d(double x)
 }
 
 /* cqtf.fixedpoint.quantize_multiplier (TFLM's QuantizeMultiplier) of real >= 0. */
-static void quantize_multiplier(double real, int32_t *multiplier, int32_t *shift)
+static void quantize_multiplier(double real, int64_t *multiplier, int64_t *shift)
 {
     int exponent;
     double mantissa;
@@ -201,49 +73,181 @@ static void quantize_multiplier(double real, int32_t *multiplier, int32_t *shift
         *shift = 30;
         return;
     }
-    *multiplier = (int32_t)q_fixed;
+    *multiplier = q_fixed;
     *shift = exponent;
 }
 
-typedef struct {
-    int64_t out_channels, fan_in;
-    float in_scale, out_scale;
-} cqtf_params_shape_t;
-
-/* weight: (out_channels, fan_in) float32; bias: float64 per channel. Writes the integer weights
- * (float32, exact), weight_delta = weights * scale - weight (the straight-through shadow's
- * offset), the per-channel weight scales (float32), bias_scales = weight scale * input scale
- * (double: the bias' and the accumulator's real unit), the int32-clipped bias (int64 and float32),
- * and the Q31 multiplier and shift of input scale * weight scale / output scale. */
-void cqtf_int8_params(const cqtf_params_shape_t *restrict shape, const float *restrict weight,
-                      const double *restrict bias, float *restrict weights, float *restrict weight_delta,
-                      float *restrict weight_scales, double *restrict bias_scales, int64_t *restrict bias_int,
-                      float *restrict bias_float, int32_t *restrict multiplier, int32_t *restrict shift)
+/* weight: (out_channels, fan_in) float32; bias: float32 per channel. Writes the integer weights
+ * (float32, exact), weight_delta = weights * scale - weight (the straight-through shadow's offset),
+ * the bias as float32 (for the convolution), the channel table, and returns the largest |bias|. */
+int64_t cqtf_int8_params(int64_t out_channels, int64_t fan_in, float in_scale, float out_scale,
+                         const float *restrict weight, const float *restrict bias, float *restrict weights,
+                         float *restrict weight_delta, float *restrict bias_float,
+                         cqtf_channel_t *restrict channels)
 {
-    int64_t o, k;
+    int64_t o, k, bias_bound = 0;
 
-    for (o = 0; o < shape->out_channels; o++) {
-        const float *w = weight + o * shape->fan_in;
+    for (o = 0; o < out_channels; o++) {
+        const float *w = weight + o * fan_in;
+        cqtf_channel_t *ch = &channels[o];
         float largest = 0.0f, scale;
         double b;
+        int64_t magnitude;
 
-        for (k = 0; k < shape->fan_in; k++) {
+        for (k = 0; k < fan_in; k++) {
             largest = fabsf(w[k]) > largest ? fabsf(w[k]) : largest;
         }
         scale = largest / 127.0f;
         scale = scale > 1e-12f ? scale : 1e-12f;
-        weight_scales[o] = scale;
-        for (k = 0; k < shape->fan_in; k++) {
+        for (k = 0; k < fan_in; k++) {
             const float q = round_half_away_f(w[k] / scale);
-            weights[o * shape->fan_in + k] = q;
-            weight_delta[o * shape->fan_in + k] = q * scale - w[k];
+            weights[o * fan_in + k] = q;
+            weight_delta[o * fan_in + k] = q * scale - w[k];
         }
-        bias_scales[o] = (double)scale * (double)shape->in_scale;
-        b = round_half_away_d(bias[o] / bias_scales[o]);
+        ch->weight_scale = scale;
+        ch->scale = (double)scale * (double)in_scale;
+        b = round_half_away_d((double)bias[o] / ch->scale);
         b = b < (double)INT32_MIN ? (double)INT32_MIN : (b > (double)INT32_MAX ? (double)INT32_MAX : b);
-        bias_int[o] = (int64_t)b;
-        bias_float[o] = (float)bias_int[o];
-        quantize_multiplier((double)shape->in_scale * (double)scale / (double)shape->out_scale, &multiplier[o],
-                            &shift[o]);
+        ch->bias = (int64_t)b;
+        bias_float[o] = (float)ch->bias;
+        magnitude = ch->bias < 0 ? -ch->bias : ch->bias;
+        bias_bound = magnitude > bias_bound ? magnitude : bias_bound;
+        quantize_multiplier((double)in_scale * (double)scale / (double)out_scale, &ch->multiplier, &ch->shift);
+    }
+    return bias_bound;
+}
+
+/* ---- After the accumulator (the numpy twin: QuantLayer._requantize_numpy) ---- */
+
+enum { STAT_LOWEST, STAT_HIGHEST, STAT_HIGH, STAT_LOW };
+
+/* Running results over all elements (a local struct, so they stay in registers). */
+typedef struct {
+    int64_t lowest, highest, n_high, n_low;
+} totals_t;
+
+static void channel_start(cqtf_channel_t *ch, int32_t mode)
+{
+    if (mode == DOUBLE_ROUNDING) {
+        ch->left = ch->shift > 0 ? ch->shift : 0;
+        ch->right = ch->shift > 0 ? 0 : -ch->shift;
+    } else { /* round(acc * M / 2^(31 - shift)): one right shift by 31 - shift >= 1 */
+        ch->left = 0;
+        ch->right = 31 - ch->shift;
+    }
+    ch->half = ch->right > 0 ? (int64_t)1 << (ch->right - 1) : 0;
+    ch->acc_min = INT64_MAX;
+    ch->acc_max = INT64_MIN;
+}
+
+/* cqtf_requantize (TFLM double rounding) for |acc| < 2^24, by the floor identities of
+ * cqtf.fixedpoint.requantize: gemmlowp's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31)
+ * for either sign of p; the tie-away division by 2^r (r > 0) is floor((h + 2^(r-1) - [h < 0]) / 2^r). */
+static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc)
+{
+    int64_t x = acc * ((int64_t)1 << ch->left);
+    int64_t high;
+
+    x = x > INT32_MAX ? INT32_MAX : x;
+    x = x < INT32_MIN ? INT32_MIN : x;
+    high = cqtf_asr64(x * ch->multiplier + ((int64_t)1 << 30), 31);
+    return cqtf_asr64(high + ch->half - (high < 0 && ch->right > 0), (int32_t)ch->right);
+}
+
+/* cqtf_round_shift(acc * M, 31 - shift, mode): the floor identities of cqtf.fixedpoint.round_shift
+ * where they hold, the firmware's general case otherwise (half to even). */
+static inline int64_t requantize_single(const cqtf_channel_t *ch, int64_t acc, int32_t mode)
+{
+    const int64_t x = acc * ch->multiplier;
+    const int32_t e = (int32_t)ch->right;
+
+    switch (mode) {
+    case CQTF_ROUND_FLOOR:
+        return cqtf_asr64(x, e);
+    case CQTF_ROUND_CEIL:
+        return -cqtf_asr64(-x, e);
+    case CQTF_ROUND_HALF_UP:
+        return cqtf_asr64(x + ch->half, e);
+    case CQTF_ROUND_HALF_AWAY:
+        return cqtf_asr64(x + ch->half - (x < 0), e);
+    default:
+        return cqtf_round_shift(x, e, (uint8_t)mode);
+    }
+}
+
+typedef struct {
+    int32_t mode, zero_point, act_min, act_max;
+    float out_scale;
+} post_t;
+
+/* One element of channel ch. restrict: the uint8 masks may not alias the rest, which would make
+ * the compiler reload every parameter after each mask store (3x slower). */
+static inline void post_one(const post_t *restrict p, cqtf_channel_t *restrict ch, totals_t *restrict t,
+                            float acc_value, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                            uint8_t *restrict high, uint8_t *restrict low)
+{
+    const int64_t acc = (int64_t)acc_value;
+    const int64_t r = (p->mode == DOUBLE_ROUNDING ? requantize_double(ch, acc) : requantize_single(ch, acc, p->mode))
+                      + p->zero_point;
+    const int64_t clamped_low = r < p->act_min ? p->act_min : r;
+    const int64_t v = clamped_low > p->act_max ? p->act_max : clamped_low;
+    const uint8_t above = (uint8_t)(r > p->act_max), below = (uint8_t)(r < p->act_min);
+
+    ch->acc_min = acc < ch->acc_min ? acc : ch->acc_min;
+    ch->acc_max = acc > ch->acc_max ? acc : ch->acc_max;
+    t->lowest = r < t->lowest ? r : t->lowest;
+    t->highest = r > t->highest ? r : t->highest;
+    t->n_high += above;
+    t->n_low += below;
+    *high = above;
+    *low = below;
+    *inside = (uint8_t)!(above | below);
+    *q = v;
+    *exact = (float)(v - p->zero_point) * p->out_scale;
+}
+
+/* acc: exact integers below 2^24 in float32 (the caller's bound), a dense tensor whose elements of
+ * one channel lie in runs of `inner` consecutive elements: storage [outer][channels][inner] (NCHW:
+ * inner = H*W; channels last or a linear layer: inner = 1). Writes, in the same storage order, q
+ * (int64, clamped, zero point included), exact ((q - zero point) * out_scale) and the masks inside
+ * / high / low (0 or 1); stats: the lowest and highest requantized values before the clamp and how
+ * many were above and below it; acc_range: the least acc_min[c] * scale[c] and the largest
+ * acc_max[c] * scale[c] (the observer's range in real units). */
+void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mode, int32_t zero_point,
+                    int32_t act_min, int32_t act_max, float out_scale, cqtf_channel_t *restrict channels,
+                    const float *restrict acc, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                    uint8_t *restrict high, uint8_t *restrict low, int64_t *restrict stats, double *restrict acc_range)
+{
+    const post_t p = {mode, zero_point, act_min, act_max, out_scale};
+    totals_t t = {INT64_MAX, INT64_MIN, 0, 0};
+    int64_t o, c, i, k = 0;
+
+    for (c = 0; c < n_channels; c++) {
+        channel_start(&channels[c], mode);
+    }
+    for (o = 0; o < outer; o++) {
+        for (c = 0; c < n_channels; c++) {
+            if (inner == 1) { /* channels last: the common case, no inner loop */
+                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
+                k++;
+                continue;
+            }
+            for (i = 0; i < inner; i++, k++) {
+                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
+            }
+        }
+    }
+    stats[STAT_LOWEST] = t.lowest;
+    stats[STAT_HIGHEST] = t.highest;
+    stats[STAT_HIGH] = t.n_high;
+    stats[STAT_LOW] = t.n_low;
+    acc_range[0] = INFINITY;
+    acc_range[1] = -INFINITY;
+    for (c = 0; c < n_channels; c++) {
+        const double low_c = (double)channels[c].acc_min * channels[c].scale;
+        const double high_c = (double)channels[c].acc_max * channels[c].scale;
+
+        acc_range[0] = low_c < acc_range[0] ? low_c : acc_range[0];
+        acc_range[1] = high_c > acc_range[1] ? high_c : acc_range[1];
     }
 }
