@@ -1,6 +1,7 @@
-"""The compiled int8 training steps (cqtf.train.native_int8) equal their numpy reference bit for bit:
-the layer's integers from float parameters, and requantize / clamp / masks / observer range after the
-accumulator, on random values, ties, every rounding and the layouts the training forward produces."""
+"""The compiled training steps (cqtf.train.native_forward) equal their numpy reference bit for bit:
+an int8 layer's integers from float parameters, and requantize / clamp / masks / observer range after
+the accumulator (int8) or the dot product (fixed point), on random values, ties, saturation, every
+rounding and the layouts the training forward produces."""
 import dataclasses
 import shutil
 
@@ -10,16 +11,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cqtf.profile import PRESETS, Requant, Requantizer, Rounding, get_profile
-from cqtf.train import native_int8
-from cqtf.train.layers import IntegerParams, QParams, QuantConv2d, QuantLinear
+from cqtf.profile import PRESETS, Accumulator, Requant, Requantizer, Rounding, get_profile
+from cqtf.train import native_forward
+from cqtf.train.layers import FixedParams, IntegerParams, QAct, QParams, QuantConv2d, QuantLinear
 
 # Where gcc is present the library must build (a build error fails here instead of skipping every test).
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler for the compiled training steps")
 
 
 def test_library_builds_and_is_used():
-    assert native_int8.enabled()
+    assert native_forward.enabled()
 
 
 def _layer(relu: bool, profile, out_range=(-3.0, 5.0), conv=True):
@@ -32,14 +33,14 @@ def _layer(relu: bool, profile, out_range=(-3.0, 5.0), conv=True):
 def _native_post(layer, dot: torch.Tensor, p: IntegerParams, channel_scales: np.ndarray):
     """What the layer's native forward does after the convolution, with p's multipliers and shifts:
     the same tuple as _requantize_numpy."""
-    table = torch.zeros((len(p.multiplier), native_int8.CHANNEL_FIELDS), dtype=torch.int64)
-    table[:, native_int8.MULTIPLIER] = torch.from_numpy(p.multiplier.astype(np.int64))
-    table[:, native_int8.SHIFT] = torch.from_numpy(p.shift.astype(np.int64))
-    table.numpy().view(np.float64)[:, native_int8.SCALE] = channel_scales
-    params = native_int8.Int8Params(None, None, None, 0, table)
-    layout = native_int8.runs_layout(dot)
+    table = torch.zeros((len(p.multiplier), native_forward.CHANNEL_FIELDS), dtype=torch.int64)
+    table[:, native_forward.MULTIPLIER] = torch.from_numpy(p.multiplier.astype(np.int64))
+    table[:, native_forward.SHIFT] = torch.from_numpy(p.shift.astype(np.int64))
+    table.numpy().view(np.float64)[:, native_forward.SCALE] = channel_scales
+    params = native_forward.Int8Params(None, None, None, 0, table)
+    layout = native_forward.runs_layout(dot)
     assert layout is not None
-    r = native_int8.int8_post(dot, layout, params, layer._native_mode(), p.out_qparams.zero_point, p.act_min,
+    r = native_forward.int8_post(dot, layout, params, layer._native_mode(), p.out_qparams.zero_point, p.act_min,
                               p.act_max, p.out_qparams.scale)
     masks, n_saturated = layer._native_masks(r, p.act_min, p.act_max)
     return (r.q, r.exact, *masks, n_saturated, (r.acc_low, r.acc_high))
@@ -128,12 +129,12 @@ def test_post_random_parameters(data):
 
 def test_runs_layout():
     x = torch.zeros(2, 3, 4, 5)
-    assert native_int8.runs_layout(x) == (2, 3, 20)
-    assert native_int8.runs_layout(x.contiguous(memory_format=torch.channels_last)) == (40, 3, 1)
-    assert native_int8.runs_layout(torch.zeros(7, 3)) == (7, 3, 1)
-    assert native_int8.runs_layout(x[:, :, ::2]) is None  # not dense
-    assert native_int8.runs_layout(x.permute(0, 2, 1, 3)) == (6, 4, 5)  # storage (N, C, H, W): runs of W
-    assert native_int8.runs_layout(torch.zeros(2, 1, 3)) == (6, 1, 1)  # one channel: any order
+    assert native_forward.runs_layout(x) == (2, 3, 20)
+    assert native_forward.runs_layout(x.contiguous(memory_format=torch.channels_last)) == (40, 3, 1)
+    assert native_forward.runs_layout(torch.zeros(7, 3)) == (7, 3, 1)
+    assert native_forward.runs_layout(x[:, :, ::2]) is None  # not dense
+    assert native_forward.runs_layout(x.permute(0, 2, 1, 3)) == (6, 4, 5)  # storage (N, C, H, W): runs of W
+    assert native_forward.runs_layout(torch.zeros(2, 1, 3)) == (6, 1, 1)  # one channel: any order
 
 
 @pytest.mark.parametrize("conv", [True, False])
@@ -153,18 +154,18 @@ def test_params_equal_integer_params(conv, seed):
     bias[3] = 1e9 if seed % 2 else -1e9  # past int32 at small scales: clipped
     in_qparams = QParams(np.float32(0.0123 * (seed + 1)), 3)
     want = layer.integer_params(in_qparams, weight, bias)
-    got = native_int8.int8_params(weight, bias, in_qparams.scale, layer.observer.qparams().scale)
+    got = native_forward.int8_params(weight, bias, in_qparams.scale, layer.observer.qparams().scale)
     assert torch.equal(got.weights, want.weights)
-    assert got.column(native_int8.WEIGHT_SCALE, np.float64).astype(np.float32).tobytes() == \
+    assert got.column(native_forward.WEIGHT_SCALE, np.float64).astype(np.float32).tobytes() == \
         want.weight_scales.tobytes()
-    assert np.array_equal(got.column(native_int8.BIAS, np.int64), want.bias.numpy())
+    assert np.array_equal(got.column(native_forward.BIAS, np.int64), want.bias.numpy())
     assert got.bias_bound == int(want.bias.abs().max())
     assert torch.equal(got.bias_float, want.bias.float())
-    assert np.array_equal(got.column(native_int8.MULTIPLIER, np.int64), want.multiplier)
-    assert np.array_equal(got.column(native_int8.SHIFT, np.int64), want.shift)
+    assert np.array_equal(got.column(native_forward.MULTIPLIER, np.int64), want.multiplier)
+    assert np.array_equal(got.column(native_forward.SHIFT, np.int64), want.shift)
     w_scales = torch.from_numpy(want.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
     assert torch.equal(got.weight_delta, want.weights * w_scales - weight)
-    assert np.array_equal(got.column(native_int8.SCALE, np.float64),
+    assert np.array_equal(got.column(native_forward.SCALE, np.float64),
                           want.weight_scales.astype(np.float64) * float(in_qparams.scale))
 
 
@@ -195,3 +196,55 @@ def test_training_step_equals_numpy_steps(monkeypatch):
             opt.step()
         results.append([t.detach().clone() for t in model.state_dict().values() if torch.is_tensor(t)])
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def _fixed_case(seed: int, relu: bool, mode: Rounding, conv: bool, channels_last: bool, acc_bits: int):
+    rng = np.random.default_rng(seed)
+    profile = dataclasses.replace(get_profile("fixed8"), requant=Requantizer(Requant.SHIFT, mode),
+                                  accumulator=Accumulator(acc_bits))
+    layer = QuantConv2d(3, 4, 3, padding=1, relu=relu) if conv else QuantLinear(12, 4, relu=relu)
+    layer.profile = profile
+    shape = (5, 3, 4, 6) if conv else (5, 12)
+    xq = torch.from_numpy(rng.integers(-128, 128, shape))
+    if channels_last:
+        xq = xq.contiguous(memory_format=torch.channels_last)
+    weights = torch.from_numpy(rng.integers(-6, 7, (4, 3, 3, 3) if conv else (4, 12)).astype(np.float32))  # fits 16 bits
+    acc_max = (1 << (acc_bits - 1)) - 1
+    bias = torch.from_numpy(rng.integers(-acc_max // 2, acc_max // 2 + 1, 4))
+    bias[0], bias[1] = acc_max, -acc_max - 1  # a narrow accumulator saturates: at its top, at its bottom
+    shift = [-9, -3, 1][seed % 3]  # output fraction bits minus the accumulator's: -9 keeps a saturated acc16 in range
+    act_min = 0 if relu else -127
+    p = FixedParams(weights, 3, bias, 5, 0, shift, QParams(np.float32(2.0 ** -4), 0), act_min, 127)
+    return layer, QAct(None, xq, QParams(np.float32(2.0 ** -2), 0)), p, profile.accumulator
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("conv,channels_last", [(True, False), (True, True), (False, False)])
+@pytest.mark.parametrize("acc_bits", [16, 32])
+def test_fixed_post_equals_numpy(mode, relu, conv, channels_last, acc_bits):
+    """The fixed-point forward after the dot product, compiled == numpy: the bias added and saturated,
+    the rounding shift of every mode, clamps, masks (saturated accumulator, saturated output, a ReLU's
+    dead zone) and the observer's range."""
+    for seed in range(3):
+        layer, x, p, acc_spec = _fixed_case(seed, relu, mode, conv, channels_last, acc_bits)
+        dot_bound = layer._dot_bound(p.weights)
+        got = layer._fixed_post_native(x, p, acc_spec, dot_bound)
+        assert got is not None
+        want = layer._fixed_post_numpy(x, p, acc_spec, dot_bound)
+        assert got[0].stride() == want[0].stride() and torch.equal(got[0], want[0])
+        assert torch.equal(got[1], want[1])
+        for mine, theirs in zip(got[2], want[2]):
+            assert (mine is None) == (theirs is None)
+            assert mine is None or (mine.stride() == theirs.stride() and torch.equal(mine, theirs))
+        assert got[3:] == want[3:]
+
+
+def test_fixed_post_declines_what_it_does_not_compute():
+    """Block-wise accumulation, a shifted accumulator, or dot products that may pass the accumulator or
+    2^24: the numpy steps compute those."""
+    layer, x, p, acc_spec = _fixed_case(0, False, Rounding.HALF_UP, True, False, 32)
+    assert layer._fixed_post_native(x, p, Accumulator(32, block=4), layer._dot_bound(p.weights)) is None
+    assert layer._fixed_post_native(x, dataclasses.replace(p, acc_shift=1), acc_spec, 100) is None
+    assert layer._fixed_post_native(x, p, Accumulator(16), 2 ** 15) is None
+    assert layer._fixed_post_native(x, p, acc_spec, 2 ** 24) is None

@@ -29,7 +29,7 @@ from cqtf.fixedpoint import (add_fixed, add_int8, add_multipliers, quantize_mult
 from cqtf import pow2
 from cqtf.profile import (PRESETS, ROUNDING_CODES, FixedPoint, PowerOfTwo, Profile, Requant, add_single_rounding,
                           average_rounding)
-from cqtf.train import native_int8
+from cqtf.train import native_forward
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 WEIGHT_QMAX = 127  # symmetric int8 weights in [-127, 127], as TFLite requires
@@ -521,6 +521,22 @@ class QuantLayer(nn.Module):
         p = self.fixed_params(x.qparams, weight, bias)
         acc_spec = self.profile.accumulator
         dot_bound = self._dot_bound(p.weights)
+        post = self._fixed_post_native(x, p, acc_spec, dot_bound) if native_forward.enabled() else None
+        if post is None:
+            post = self._fixed_post_numpy(x, p, acc_spec, dot_bound)
+        q, exact, masks, n_saturated, n_block_saturated, acc_range = post
+        w_ste = self._weight_ste(p.weight_frac, weight)
+        w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
+        if self.training:  # the shadow's range, from the unsaturated biased accumulator
+            self.observer.observe_range(*(self._act_of(v) for v in acc_range))
+        self._count_health(q.numel(), n_saturated, n_block_saturated, p.weights)
+        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, *masks, self)
+        return QAct(value, q, p.out_qparams)
+
+    def _fixed_post_numpy(self, x: QAct, p: FixedParams, acc_spec, dot_bound: int):
+        """The fixed-point forward from the dot product on (the reference of _fixed_post_native): q, exact,
+        the gradient masks (inside, high, low), how many outputs and block sums saturated, and the
+        accumulator's range in real units."""
         acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec, dot_bound)
         bias_int = p.bias.numpy()
         biased = acc + bias_int[None, :, None]
@@ -531,11 +547,6 @@ class QuantLayer(nn.Module):
         out = np.clip(pre, p.act_min, p.act_max)
         q = self.output_like(torch.from_numpy(out), x.q)
         exact = q.float() * float(p.out_qparams.scale)
-
-        w_ste = self._weight_ste(p.weight_frac, weight)
-        w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
-        if self.training:  # the shadow's range, from the unsaturated biased accumulator
-            self._observe_accumulator(biased, 2.0 ** -p.acc_frac)
         # Below a ReLU's zero is no saturation: the ReLU's own zero (relu_zero), whose gradient is zero.
         # (It used to count as low saturation, so SaturatingSTE passed every "raise it" gradient of a
         # dead ReLU unit: a one-sided leak that drove the quantized phase off on MNIST-1D.)
@@ -552,9 +563,30 @@ class QuantLayer(nn.Module):
         inside = ~functools.reduce(torch.logical_or, masks) if masks else None
         saturated = [m for m in (high, low) if m is not None]
         n_saturated = int(functools.reduce(torch.logical_or, saturated).sum()) if saturated else 0
-        self._count_health(pre.size, n_saturated, int(block_saturated.sum()), p.weights)
-        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, inside, high, low, self)
-        return QAct(value, q, p.out_qparams)
+        return (q, exact, (inside, high, low), n_saturated, int(block_saturated.sum()),
+                _channel_range(biased, 2.0 ** -p.acc_frac))
+
+    def _fixed_post_native(self, x: QAct, p: FixedParams, acc_spec, dot_bound: int):
+        """_fixed_post_numpy in one compiled pass (train/native_forward.py) where the dot product is one
+        exact float32 block that cannot saturate the accumulator; None elsewhere."""
+        fan_in = p.weights.shape[1:].numel()
+        if ((acc_spec.block or fan_in) < fan_in or p.acc_shift != 0 or dot_bound > acc_spec.max
+                or dot_bound >= 2 ** 24):
+            return None
+        dot = self.op(x.q.float(), p.weights, None)  # exact: every partial sum is an integer below 2^24
+        layout = native_forward.runs_layout(dot)
+        if layout is None:
+            return None
+        bias_int = p.bias.contiguous()
+        fits = dot_bound + int(bias_int.abs().max()) <= acc_spec.max
+        r = native_forward.fixed_post(dot, layout, bias_int, fits, acc_spec.min, acc_spec.max, -p.shift,
+                                   ROUNDING_CODES[self.profile.requant.rounding], self.relu, p.act_min, p.act_max,
+                                   p.out_qparams.scale, 2.0 ** -p.acc_frac)
+        high = r.high if r.any_high else None
+        low = r.low if r.any_low and not self.relu else None
+        built = high is not None or low is not None or (self.relu and r.any_negative)
+        n_saturated = r.n_high if self.relu else r.n_high_or_low
+        return r.q, r.exact, (r.inside if built else None, high, low), n_saturated, 0, (r.acc_low, r.acc_high)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight
@@ -604,7 +636,7 @@ class QuantLayer(nn.Module):
 
     def _quantized_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
-        if native_int8.enabled():
+        if native_forward.enabled():
             out = self._native_forward(x, weight, bias)
             if out is not None:
                 return out
@@ -619,18 +651,18 @@ class QuantLayer(nn.Module):
                                  n_saturated, acc_range)
 
     def _native_forward(self, x: QAct, weight: torch.Tensor, bias: torch.Tensor) -> QAct | None:
-        """_quantized_forward with the compiled integer steps (train/native_int8.py); None where they
+        """_quantized_forward with the compiled integer steps (train/native_forward.py); None where they
         do not apply (an accumulator that may pass 2^24, or a layout that is not dense)."""
         out_qparams = self.observer.qparams()
-        n = native_int8.int8_params(weight, bias, x.qparams.scale, out_qparams.scale)
+        n = native_forward.int8_params(weight, bias, x.qparams.scale, out_qparams.scale)
         if self._dot_bound(n.weights) + n.bias_bound >= 2 ** 24:
             return None
         dot = self.op((x.q - x.qparams.zero_point).float(), n.weights, n.bias_float)  # exact: see _exact_dot
-        layout = native_int8.runs_layout(dot)
+        layout = native_forward.runs_layout(dot)
         if layout is None:
             return None
         act_min, act_max = self._int8_clamp(out_qparams)
-        r = native_int8.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
+        r = native_forward.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
                                   out_qparams.scale)
         masks, n_saturated = self._native_masks(r, act_min, act_max)
         return self._int8_output(x, weight + n.weight_delta, bias, n.weights, out_qparams, r.q, r.exact, masks,
@@ -638,9 +670,9 @@ class QuantLayer(nn.Module):
 
     def _native_mode(self) -> int:
         requant = self.profile.requant
-        return ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_int8.DOUBLE_ROUNDING
+        return ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_forward.DOUBLE_ROUNDING
 
-    def _native_masks(self, r: "native_int8.PostResult", act_min: int, act_max: int):
+    def _native_masks(self, r: "native_forward.PostResult", act_min: int, act_max: int):
         """(inside, high, low) as _requantize_numpy builds them (None where empty or, below a ReLU's
         zero, where no gradient passes), and how many outputs saturated."""
         high = r.high if r.highest > act_max else None
@@ -661,7 +693,7 @@ class QuantLayer(nn.Module):
 
     def _requantize_numpy(self, acc: np.ndarray, p: IntegerParams, channel_scales: np.ndarray):
         """The accumulator's requantization, clamp and gradient masks (the reference of
-        native_int8.int8_post and _native_masks): q, exact, inside, high, low, how many saturated, and the accumulator's
+        native_forward.int8_post and _native_masks): q, exact, inside, high, low, how many saturated, and the accumulator's
         range in real units (channel_scales: each channel's unit)."""
         view = self.channel_view
         if self.profile.requant.kind == Requant.SINGLE:

@@ -1,10 +1,11 @@
-"""The int8 training forward's integer steps, compiled (csrc/int8_forward.c): a layer's integers
-from its float parameters, and everything after the accumulator in one pass.
+"""The training forward's integer steps, compiled (csrc/forward_steps.c): an int8 layer's integers
+from its float parameters, and everything after the dot product in one pass (int8 and the
+fixed-point profiles with one exact accumulator block).
 
 A training step of a small network is dozens of tiny array operations, each costing about its
 call overhead in numpy; one C call each does the same IEEE and integer operations in the same
 order. The numpy steps of QuantLayer stay the reference and the fallback: these run only where gcc
-is available (the post step only where the accumulator is float32, exact below 2^24, and dense);
+is available (the post steps only where the dot product is float32, exact below 2^24, and dense);
 tests/test_train_native.py checks both agree bit for bit. CQTF_NATIVE_TRAINING=0 trains with the
 numpy steps only.
 
@@ -24,7 +25,7 @@ import torch
 from cqtf.errors import ToolchainError
 from cqtf.native import build_library
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "int8_forward.c"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "forward_steps.c"
 DOUBLE_ROUNDING = -1  # the C mode of TFLM's double rounding; otherwise profile.ROUNDING_CODES
 # cqtf_channel_t, 8-byte fields: scale, weight_scale (float64), bias, multiplier, shift, then the post
 # step's left, right, half, acc_min, acc_max (int64)
@@ -59,6 +60,21 @@ class PostResult(NamedTuple):
     n_low: int
 
 
+class FixedPostResult(NamedTuple):
+    q: torch.Tensor  # int64, clamped
+    exact: torch.Tensor  # float32 q * scale
+    inside: torch.Tensor  # bool: none of high, low (negative after a ReLU)
+    high: torch.Tensor  # bool: above act_max, or the accumulator at its top
+    low: torch.Tensor  # bool: below act_min, or the accumulator at its bottom
+    any_high: bool
+    any_low: bool
+    any_negative: bool  # some output below zero (a ReLU's dead zone)
+    n_high: int
+    n_high_or_low: int
+    acc_low: float  # the least / largest dot product + bias in real units
+    acc_high: float
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cqtf" / "native-train"
@@ -73,7 +89,7 @@ def _load():
         try:
             lib = ctypes.CDLL(str(build_library([SOURCE], [], _cache_dir())))
         except (ToolchainError, OSError) as exc:
-            warnings.warn(f"the compiled int8 training steps are unavailable, training with the numpy steps "
+            warnings.warn(f"the compiled training steps are unavailable, training with the numpy steps "
                           f"(same results, slower): {exc}")
             _library = False
             return _library
@@ -82,6 +98,9 @@ def _load():
         lib.cqtf_int8_params.argtypes = [i64, i64, f32, f32] + [ptr] * 6
         lib.cqtf_int8_post.restype = None
         lib.cqtf_int8_post.argtypes = [i64, i64, i64, i32, i32, i32, i32, f32] + [ptr] * 9
+        lib.cqtf_fixed_post.restype = None
+        lib.cqtf_fixed_post.argtypes = [i64, i64, i64, ptr, ptr, i32, i64, i64, i32, i32, i32, i32, i32, f32,
+                                        ctypes.c_double] + [ptr] * 8
         _library = lib
     return _library
 
@@ -136,3 +155,26 @@ def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], params: Int8Param
                            params.channels.data_ptr(), acc.data_ptr(), q.data_ptr(), exact.data_ptr(),
                            inside.data_ptr(), high.data_ptr(), low.data_ptr(), stats.data_ptr(), acc_range.data_ptr())
     return PostResult(q, exact, inside, high, low, *acc_range.tolist(), *stats.tolist())
+
+
+def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tensor, fits: bool, acc_min: int,
+               acc_max: int, out_shift: int, mode: int, relu: bool, act_min: int, act_max: int, out_scale: np.float32,
+               acc_scale: float) -> FixedPostResult:
+    """A fixed-point profile's forward after the dot product (exact float32 integers below 2^24, without
+    the bias; the layout runs_layout(dot) gave): the bias (int64 per channel) added and saturated to
+    [acc_min, acc_max] unless `fits`, rounded by `mode` to the output format (out_shift > 0: a right
+    shift), clamped; masks and extremes as QuantLayer._fixed_post_numpy builds them."""
+    outer, channels, inner = layout
+    shape, strides = dot.shape, dot.stride()
+    q = torch.empty_strided(shape, strides, dtype=torch.int64)
+    exact = torch.empty_strided(shape, strides, dtype=torch.float32)
+    inside, high, low, negative = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(4))
+    stats = torch.empty(5, dtype=torch.int64)
+    acc_range = torch.empty(2, dtype=torch.float64)
+    _load().cqtf_fixed_post(outer, channels, inner, dot.data_ptr(), bias.data_ptr(), int(fits), acc_min, acc_max,
+                            out_shift, mode, int(relu), act_min, act_max, out_scale, acc_scale, q.data_ptr(),
+                            exact.data_ptr(), inside.data_ptr(), high.data_ptr(), low.data_ptr(), negative.data_ptr(),
+                            stats.data_ptr(), acc_range.data_ptr())
+    any_high, any_low, any_negative, n_high, n_high_or_low = stats.tolist()
+    return FixedPostResult(q, exact, inside, high, low, bool(any_high), bool(any_low), bool(any_negative), n_high,
+                           n_high_or_low, *acc_range.tolist())

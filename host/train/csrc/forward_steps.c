@@ -1,9 +1,10 @@
 /*
- * int8_forward.c - the int8 training forward's integer steps around the convolution (host only):
- * cqtf_int8_params (a layer's integers from its float weights and bias) and cqtf_int8_post
- * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass).
+ * forward_steps.c - the training forward's integer steps around the convolution (host only):
+ * cqtf_int8_params (an int8 layer's integers from its float weights and bias), cqtf_int8_post
+ * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass) and
+ * cqtf_fixed_post (the same for the fixed-point profiles, from the dot product on).
  *
- * Their numpy twins, QuantLayer.integer_params and QuantLayer._requantize_numpy in
+ * Their numpy twins, QuantLayer.integer_params, _requantize_numpy and _fixed_post_numpy in
  * host/train/layers.py, stay the reference; tests/test_train_native.py checks that the two agree
  * bit for bit. Float steps are the same IEEE operations in the same order (float32 where numpy
  * uses float32, double where it uses float64; -std=c99 keeps gcc from contracting them into FMAs).
@@ -21,7 +22,7 @@
 
 /* One output channel, written by cqtf_int8_params and read by cqtf_int8_post, which also keeps its
  * requantization shifts and accumulator extremes here. All 8-byte fields: numpy reads the table
- * as an (O, CHANNEL_FIELDS) array (train/native_int8.py). */
+ * as an (O, CHANNEL_FIELDS) array (train/native_forward.py). */
 typedef struct {
     double scale;         /* weight scale * input scale: the accumulator's unit in real numbers */
     double weight_scale;  /* the float32 weight scale */
@@ -143,15 +144,17 @@ static void channel_start(cqtf_channel_t *ch, int32_t mode)
 /* cqtf_requantize (TFLM double rounding) for |acc| < 2^24, by the floor identities of
  * cqtf.fixedpoint.requantize: gemmlowp's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31)
  * for either sign of p; the tie-away division by 2^r (r > 0) is floor((h + 2^(r-1) - [h < 0]) / 2^r). */
-static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc)
+static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc, int any_left)
 {
-    int64_t x = acc * ((int64_t)1 << ch->left);
-    int64_t high;
+    int64_t x = acc, high;
 
-    x = x > INT32_MAX ? INT32_MAX : x;
-    x = x < INT32_MIN ? INT32_MIN : x;
+    if (any_left) { /* a constant in each instance of the element loop: no test per element */
+        x = acc * ((int64_t)1 << ch->left);
+        x = x > INT32_MAX ? INT32_MAX : x;
+        x = x < INT32_MIN ? INT32_MIN : x;
+    }
     high = cqtf_asr64(x * ch->multiplier + ((int64_t)1 << 30), 31);
-    return cqtf_asr64(high + ch->half - (high < 0 && ch->right > 0), (int32_t)ch->right);
+    return cqtf_asr64(high + ch->half - ((high < 0) & (ch->right > 0)), (int32_t)ch->right);
 }
 
 /* cqtf_round_shift(acc * M, 31 - shift, mode): the floor identities of cqtf.fixedpoint.round_shift
@@ -184,10 +187,11 @@ typedef struct {
  * the compiler reload every parameter after each mask store (3x slower). */
 static inline void post_one(const post_t *restrict p, cqtf_channel_t *restrict ch, totals_t *restrict t,
                             float acc_value, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
-                            uint8_t *restrict high, uint8_t *restrict low)
+                            uint8_t *restrict high, uint8_t *restrict low, int any_left)
 {
     const int64_t acc = (int64_t)acc_value;
-    const int64_t r = (p->mode == DOUBLE_ROUNDING ? requantize_double(ch, acc) : requantize_single(ch, acc, p->mode))
+    const int64_t r = (p->mode == DOUBLE_ROUNDING ? requantize_double(ch, acc, any_left)
+                                                  : requantize_single(ch, acc, p->mode))
                       + p->zero_point;
     const int64_t clamped_low = r < p->act_min ? p->act_min : r;
     const int64_t v = clamped_low > p->act_max ? p->act_max : clamped_low;
@@ -213,6 +217,35 @@ static inline void post_one(const post_t *restrict p, cqtf_channel_t *restrict c
  * / high / low (0 or 1); stats: the lowest and highest requantized values before the clamp and how
  * many were above and below it; acc_range: the least acc_min[c] * scale[c] and the largest
  * acc_max[c] * scale[c] (the observer's range in real units). */
+/* The element loop; any_left: whether a channel shifts left (a constant in each inlined instance). */
+static inline void post_all(const post_t *restrict p, cqtf_channel_t *restrict channels, totals_t *restrict t,
+                            int64_t outer, int64_t n_channels, int64_t inner, const float *restrict acc,
+                            int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                            uint8_t *restrict high, uint8_t *restrict low, int any_left)
+{
+    int64_t o, c, i, k = 0;
+
+    for (o = 0; o < outer; o++) {
+        for (c = 0; c < n_channels; c++) {
+            if (inner == 1) { /* channels last: the common case, no inner loop */
+                post_one(p, &channels[c], t, acc[k], q + k, exact + k, inside + k, high + k, low + k, any_left);
+                k++;
+                continue;
+            }
+            for (i = 0; i < inner; i++, k++) {
+                post_one(p, &channels[c], t, acc[k], q + k, exact + k, inside + k, high + k, low + k, any_left);
+            }
+        }
+    }
+}
+
+/* acc: exact integers below 2^24 in float32 (the caller's bound), a dense tensor whose elements of
+ * one channel lie in runs of `inner` consecutive elements: storage [outer][channels][inner] (NCHW:
+ * inner = H*W; channels last or a linear layer: inner = 1). Writes, in the same storage order, q
+ * (int64, clamped, zero point included), exact ((q - zero point) * out_scale) and the masks inside
+ * / high / low (0 or 1); stats: the lowest and highest requantized values before the clamp and how
+ * many were above and below it; acc_range: the least acc_min[c] * scale[c] and the largest
+ * acc_max[c] * scale[c] (the observer's range in real units). */
 void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mode, int32_t zero_point,
                     int32_t act_min, int32_t act_max, float out_scale, cqtf_channel_t *restrict channels,
                     const float *restrict acc, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
@@ -220,22 +253,17 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 {
     const post_t p = {mode, zero_point, act_min, act_max, out_scale};
     totals_t t = {INT64_MAX, INT64_MIN, 0, 0};
-    int64_t o, c, i, k = 0;
+    int64_t c;
+    int any_left = 0;
 
     for (c = 0; c < n_channels; c++) {
         channel_start(&channels[c], mode);
+        any_left |= channels[c].left > 0;
     }
-    for (o = 0; o < outer; o++) {
-        for (c = 0; c < n_channels; c++) {
-            if (inner == 1) { /* channels last: the common case, no inner loop */
-                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
-                k++;
-                continue;
-            }
-            for (i = 0; i < inner; i++, k++) {
-                post_one(&p, &channels[c], &t, acc[k], q + k, exact + k, inside + k, high + k, low + k);
-            }
-        }
+    if (any_left) {
+        post_all(&p, channels, &t, outer, n_channels, inner, acc, q, exact, inside, high, low, 1);
+    } else {
+        post_all(&p, channels, &t, outer, n_channels, inner, acc, q, exact, inside, high, low, 0);
     }
     stats[STAT_LOWEST] = t.lowest;
     stats[STAT_HIGHEST] = t.highest;
@@ -250,4 +278,89 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
         acc_range[0] = low_c < acc_range[0] ? low_c : acc_range[0];
         acc_range[1] = high_c > acc_range[1] ? high_c : acc_range[1];
     }
+}
+
+/* ---- Fixed-point profiles after the dot product (the numpy twin: QuantLayer._fixed_post_numpy) ---- */
+
+/* cqtf_round_shift(x, e, mode): a left shift for e <= 0, the floor identities of
+ * cqtf.fixedpoint.round_shift for the right shifts where they hold, the firmware's general case
+ * otherwise (half to even). */
+static inline int64_t round_shift_fast(int64_t x, int32_t e, int32_t mode)
+{
+    if (e <= 0) {
+        return x * ((int64_t)1 << -e);
+    }
+    switch (mode) {
+    case CQTF_ROUND_FLOOR:
+        return cqtf_asr64(x, e);
+    case CQTF_ROUND_CEIL:
+        return -cqtf_asr64(-x, e);
+    case CQTF_ROUND_HALF_UP:
+        return cqtf_asr64(x + ((int64_t)1 << (e - 1)), e);
+    case CQTF_ROUND_HALF_AWAY:
+        return cqtf_asr64(x + ((int64_t)1 << (e - 1)) - (x < 0), e);
+    default:
+        return cqtf_round_shift(x, e, (uint8_t)mode);
+    }
+}
+
+enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW };
+
+/* dot: the dot products without the bias, exact integers below 2^24 in float32, laid out as in
+ * cqtf_int8_post; bias: per channel, in accumulator units. Each element: acc = dot + bias (saturated
+ * to [acc_min, acc_max] unless `fits`: the caller's bound says it cannot leave), pre = acc rounded
+ * by `mode` to the output format (e = out_shift: a right shift by e > 0, a left one by -e), q =
+ * pre clamped to [act_min, act_max], exact = q * out_scale. Masks: high (pre above act_max or the
+ * accumulator at its top), low (pre below act_min or the accumulator at its bottom), negative (pre
+ * below zero: a ReLU's dead zone), inside = none of high, `relu` ? negative : low. stats:
+ * FX_ANY_HIGH / FX_ANY_LOW / FX_ANY_NEGATIVE (0 or 1), FX_HIGH and FX_HIGH_OR_LOW (counts).
+ * acc_range: the least and largest dot + bias (before saturation) times acc_scale. */
+void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const float *restrict dot,
+                     const int64_t *restrict bias, int32_t fits, int64_t acc_min, int64_t acc_max, int32_t out_shift,
+                     int32_t mode, int32_t relu, int32_t act_min, int32_t act_max, float out_scale, double acc_scale,
+                     int64_t *restrict q, float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high,
+                     uint8_t *restrict low, uint8_t *restrict negative, int64_t *restrict stats,
+                     double *restrict acc_range)
+{
+    int64_t o, c, i, k = 0;
+    int64_t lowest_biased = INT64_MAX, highest_biased = INT64_MIN, n_high = 0, n_high_or_low = 0;
+    uint8_t any_high = 0, any_low = 0, any_negative = 0;
+
+    for (o = 0; o < outer; o++) {
+        for (c = 0; c < n_channels; c++) {
+            const int64_t b = bias[c];
+
+            for (i = 0; i < inner; i++, k++) {
+                const int64_t biased = (int64_t)dot[k] + b;
+                const int64_t acc = fits ? biased : (biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased));
+                const int64_t pre = round_shift_fast(acc, out_shift, mode);
+                const int64_t clamped_low = pre < act_min ? act_min : pre;
+                const int64_t v = clamped_low > act_max ? act_max : clamped_low;
+                const uint8_t above = (uint8_t)((pre > act_max) | (acc == acc_max));
+                const uint8_t below = (uint8_t)((pre < act_min) | (acc == acc_min));
+                const uint8_t dead = (uint8_t)(pre < 0);
+
+                lowest_biased = biased < lowest_biased ? biased : lowest_biased;
+                highest_biased = biased > highest_biased ? biased : highest_biased;
+                any_high |= above;
+                any_low |= below;
+                any_negative |= dead;
+                n_high += above;
+                n_high_or_low += above | below;
+                high[k] = above;
+                low[k] = below;
+                negative[k] = dead;
+                inside[k] = (uint8_t)!(above | (relu ? dead : below));
+                q[k] = v;
+                exact[k] = (float)v * out_scale;
+            }
+        }
+    }
+    stats[FX_ANY_HIGH] = any_high;
+    stats[FX_ANY_LOW] = any_low;
+    stats[FX_ANY_NEGATIVE] = any_negative;
+    stats[FX_HIGH] = n_high;
+    stats[FX_HIGH_OR_LOW] = n_high_or_low;
+    acc_range[0] = (double)lowest_biased * acc_scale;
+    acc_range[1] = (double)highest_biased * acc_scale;
 }
