@@ -164,7 +164,7 @@ def test_params_equal_integer_params(conv, seed):
     assert np.array_equal(got.column(native_forward.MULTIPLIER, np.int64), want.multiplier)
     assert np.array_equal(got.column(native_forward.SHIFT, np.int64), want.shift)
     w_scales = torch.from_numpy(want.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
-    assert torch.equal(got.weight_delta, want.weights * w_scales - weight)
+    assert torch.equal(got.weight_fake, weight + (want.weights * w_scales - weight))
     assert np.array_equal(got.column(native_forward.SCALE, np.float64),
                           want.weight_scales.astype(np.float64) * float(in_qparams.scale))
 
@@ -248,3 +248,33 @@ def test_fixed_post_declines_what_it_does_not_compute():
     assert layer._fixed_post_native(x, dataclasses.replace(p, acc_shift=1), acc_spec, 100) is None
     assert layer._fixed_post_native(x, p, Accumulator(16), 2 ** 15) is None
     assert layer._fixed_post_native(x, p, acc_spec, 2 ** 24) is None
+
+
+@pytest.mark.parametrize("preset", ["fixed8", "pot4"])
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.3])  # 0.5: -3 blends with its -4 into a tie, -3.5
+@pytest.mark.parametrize("seed", range(4))
+def test_fixed_params_equal_numpy(preset, alpha, seed):
+    """The compiled fixed-point weights and bias == QuantLayer._fixed_arrays (numpy, and torch for the
+    power-of-two blend): ties of the rounding, weights past the format's range, each power-of-two
+    threshold, biases past the accumulator."""
+    rng = np.random.default_rng(seed)
+    layer = QuantConv2d(3, 4, 3)
+    layer.profile = get_profile(preset)
+    layer.pot_blend = alpha
+    w_frac, acc_frac = int(rng.integers(2, 8)), int(rng.integers(6, 14))
+    unit = 2.0 ** -w_frac
+    weight = torch.from_numpy(rng.normal(0, 40 * unit, (4, 3, 3, 3)).astype(np.float32))
+    flat = weight.view(-1)
+    ties = [0.5, -0.5, 2.5, -3.5, 1.5, 3.0, -3.0, 6.0, 12.0, 24.0, 48.0, 96.0, 200.0, -200.0]  # and pot thresholds
+    flat[:len(ties)] = torch.tensor(ties) * unit
+    bias = torch.from_numpy(rng.normal(0, 2.0 ** (20 - acc_frac), 4).astype(np.float32))
+    bias[0] = 0.5 * 2.0 ** -acc_frac  # a tie
+    bias[1] = -(2.0 ** 40) * 2.0 ** -acc_frac  # past the accumulator's bottom
+    acc = layer.profile.accumulator
+    wfmt = layer.profile.weights
+    want = layer._fixed_arrays(weight, bias, w_frac, acc_frac)
+    got = native_forward.fixed_params(weight, bias, 2.0 ** w_frac, wfmt.max_exp if preset == "pot4" else -1, alpha,
+                                      wfmt.qmax, 2.0 ** acc_frac, acc.min, acc.max)
+    assert torch.equal(got[0], want[0]) and got[0].shape == weight.shape
+    assert torch.equal(got[1], want[1])
+    assert got[2] == want[2]

@@ -85,6 +85,7 @@ class FixedParams:
     out_qparams: QParams  # scale 2^-out_frac, zero point 0
     act_min: int
     act_max: int
+    largest_weight: int | None = None  # max |weights|, where known
 
 
 def frac_bits_of(qparams: QParams) -> int:
@@ -128,12 +129,15 @@ class ExactWithShadowGradient(torch.autograd.Function):
     inside (then high and low are None too)."""
 
     @staticmethod
-    def forward(ctx, exact, x, weight, bias, inside, high, low, layer):
-        """exact: a one-element list holding a tensor made for this output alone (in a list, autograd
-        does not see it as an input, so it is returned as is instead of copied)."""
-        ctx.save_for_backward(x, weight, inside, high, low)
+    def forward(ctx, shadow, x, weight, bias, inside, high, low, layer):
+        """shadow: [exact] or [exact, weight_values]. exact: a tensor made for this output alone (in a
+        list, autograd does not see it as an input, so it is returned as is instead of copied).
+        weight_values: the shadow's weights where they differ from `weight` by a constant (straight-
+        through: weight's gradient is theirs), so no autograd op has to add the two."""
+        exact, weight_values = shadow[0], (shadow[1] if len(shadow) > 1 else weight)
+        ctx.save_for_backward(x, weight_values, inside, high, low)
         ctx.layer, ctx.has_bias = layer, bias is not None
-        return exact[0]
+        return exact
 
     @staticmethod
     def backward(ctx, grad):
@@ -147,6 +151,18 @@ class ExactWithShadowGradient(torch.autograd.Function):
         needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2], ctx.needs_input_grad[3] and ctx.has_bias)
         gx, gw, gb = ctx.layer.op_backward(grad if keep is None else grad * keep, x, weight, needs)
         return None, gx, gw, gb, None, None, None, None
+
+
+class _ObserverMirror:
+    """RangeObserver's float state: plain attributes (an nn.Module attribute write costs a microsecond
+    or more, and the training loop writes these once per layer and step)."""
+
+    __slots__ = ("range", "buffers_stale", "qparams")
+
+    def __init__(self):
+        self.range: tuple[float, float] | None = None  # (lo, hi) as float32 values; None: not initialized
+        self.buffers_stale = False
+        self.qparams: tuple[tuple[float, float], QParams] | None = None  # (for range, qparams)
 
 
 class RangeObserver(nn.Module):
@@ -163,28 +179,27 @@ class RangeObserver(nn.Module):
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
-        self._range: tuple[float, float] | None = None  # (lo, hi) as float32 values; None: not initialized
-        self._buffers_stale = False
-        self._qparams: tuple[tuple[float, float], QParams] | None = None  # (for range, qparams)
+        self._mirror = _ObserverMirror()
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self._range = (float(self.lo), float(self.hi)) if bool(self.initialized) else None
-        self._buffers_stale = False
+        self._mirror.range = (float(self.lo), float(self.hi)) if bool(self.initialized) else None
+        self._mirror.buffers_stale = False
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        if self._buffers_stale:
+        mirror = self._mirror
+        if mirror.buffers_stale:
             with torch.no_grad():
-                self.initialized.fill_(self._range is not None)
-                if self._range is not None:
-                    self.lo.fill_(self._range[0])
-                    self.hi.fill_(self._range[1])
-            self._buffers_stale = False
+                self.initialized.fill_(mirror.range is not None)
+                if mirror.range is not None:
+                    self.lo.fill_(mirror.range[0])
+                    self.hi.fill_(mirror.range[1])
+            mirror.buffers_stale = False
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def reset(self) -> None:
-        self._range = None
-        self._buffers_stale = True
+        self._mirror.range = None
+        self._mirror.buffers_stale = True
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
@@ -193,26 +208,28 @@ class RangeObserver(nn.Module):
 
     def observe_range(self, lo: float, hi: float) -> None:
         """One observation whose extremes are lo and hi."""
-        if self._range is None:
+        mirror = self._mirror
+        if mirror.range is None:
             new = (lo, hi)
         elif self.calibrating:
-            new = (min(self._range[0], lo), max(self._range[1], hi))
+            new = (min(mirror.range[0], lo), max(mirror.range[1], hi))
         else:
             m = self.momentum
-            new = tuple(old + m * (v - old) for old, v in zip(self._range, (lo, hi)))
-        self._range = (float(np.float32(new[0])), float(np.float32(new[1])))
-        self._buffers_stale = True
+            new = tuple(old + m * (v - old) for old, v in zip(mirror.range, (lo, hi)))
+        mirror.range = (float(np.float32(new[0])), float(np.float32(new[1])))
+        mirror.buffers_stale = True
 
     def range(self) -> tuple[float, float]:
-        if self._range is None:
+        if self._mirror.range is None:
             raise RuntimeError("observer has seen no data: calibrate before quantized training or export")
-        return self._range
+        return self._mirror.range
 
     def qparams(self) -> QParams:
+        mirror = self._mirror
         current = self.range()
-        if self._qparams is None or self._qparams[0] != current:
-            self._qparams = (current, QParams.from_range(*current))
-        return self._qparams[1]
+        if mirror.qparams is None or mirror.qparams[0] != current:
+            mirror.qparams = (current, QParams.from_range(*current))
+        return mirror.qparams[1]
 
 
 def _observed_frac(observer: RangeObserver, qmax: int) -> int:
@@ -370,23 +387,24 @@ class QuantLayer(nn.Module):
         prof = self.profile
         wfmt, afmt, acc = prof.weights, prof.activations, prof.accumulator
         w = (self.weight if weight is None else weight).detach()
-        w_np = w.double().numpy()  # small arrays: numpy, the same float64 values as torch
+        b = (self.bias if bias is None else bias).detach()
+        native = native_forward.enabled()
         if wfmt.frac_bits is not None:
             w_frac = wfmt.frac_bits
         elif self.weight_frac is not None:
             w_frac = self.weight_frac
-        else:
-            w_frac = fitting_frac_bits(float(np.abs(w_np).max()), wfmt.qmax) - self.weight_frac_drop
-        if isinstance(wfmt, PowerOfTwo):
-            weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
-        else:
-            weights = np.clip(_round_half_away(w_np * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax)
-            weights = torch.from_numpy(weights.astype(np.float32))
+        else:  # the float32 weights' largest magnitude, whichever library finds it
+            largest = float(w.abs().max()) if native else float(np.abs(w.double().numpy()).max())
+            w_frac = fitting_frac_bits(largest, wfmt.qmax) - self.weight_frac_drop
         in_frac = frac_bits_of(in_qparams)
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
-        b = (self.bias if bias is None else bias).detach().double().numpy()
-        bias = torch.from_numpy(np.clip(_round_half_away(b * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
+        if native:
+            weights, bias_int, largest_weight = native_forward.fixed_params(
+                w, b, 2.0 ** w_frac, wfmt.max_exp if isinstance(wfmt, PowerOfTwo) else -1, self.pot_blend, wfmt.qmax,
+                2.0 ** acc_frac, acc.min, acc.max)
+        else:
+            weights, bias_int, largest_weight = self._fixed_arrays(w, b, w_frac, acc_frac)
         if afmt.frac_bits is not None:
             out_frac = afmt.frac_bits
         elif self.out_frac is not None:
@@ -395,8 +413,22 @@ class QuantLayer(nn.Module):
             out_frac = self.observed_out_frac()
         act_min = 0 if self.relu else -afmt.qmax
         act_min, act_max = self._act_bounds(np.float32(2.0 ** -out_frac), 0, act_min, afmt.qmax)
-        return FixedParams(weights, w_frac, bias, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
-                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max)
+        return FixedParams(weights, w_frac, bias_int, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
+                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max, largest_weight)
+
+    def _fixed_arrays(self, w: torch.Tensor, b: torch.Tensor, w_frac: int, acc_frac: int):
+        """fixed_params' integer weights (float32), bias (int64) and largest |weight|, in numpy and torch
+        (the reference of native_forward.fixed_params)."""
+        wfmt, acc = self.profile.weights, self.profile.accumulator
+        if isinstance(wfmt, PowerOfTwo):
+            weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
+        else:
+            w_np = w.double().numpy()  # small arrays: numpy, the same float64 values as torch
+            weights = np.clip(_round_half_away(w_np * 2.0 ** w_frac), -wfmt.qmax, wfmt.qmax)
+            weights = torch.from_numpy(weights.astype(np.float32))
+        b_np = b.double().numpy()
+        bias = torch.from_numpy(np.clip(_round_half_away(b_np * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
+        return weights, bias, int(np.abs(weights.numpy()).max())
 
     def observed_out_frac(self) -> int:
         return _observed_frac(self.observer, self.profile.activations.qmax) - self.out_frac_drop
@@ -520,7 +552,7 @@ class QuantLayer(nn.Module):
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
         p = self.fixed_params(x.qparams, weight, bias)
         acc_spec = self.profile.accumulator
-        dot_bound = self._dot_bound(p.weights)
+        dot_bound = self._dot_bound(p.weights, p.largest_weight)
         post = self._fixed_post_native(x, p, acc_spec, dot_bound) if native_forward.enabled() else None
         if post is None:
             post = self._fixed_post_numpy(x, p, acc_spec, dot_bound)
@@ -628,10 +660,11 @@ class QuantLayer(nn.Module):
         dot = self.op(xq.double(), weights.double(), None).round().long()
         return dot if bias is None else dot + bias.reshape(self.channel_view)
 
-    def _dot_bound(self, weights: torch.Tensor) -> int:
+    def _dot_bound(self, weights: torch.Tensor, largest: int | None = None) -> int:
         """The largest |sum of products| of one output: fan-in x largest input code x largest weight
-        (int8 weights: at most 127 by construction, no need to look)."""
-        largest = WEIGHT_QMAX if not self.profile.is_fixed else int(np.abs(weights.numpy()).max())
+        (int8 weights: at most 127 by construction, no need to look; largest: max |weights| if known)."""
+        if largest is None:
+            largest = WEIGHT_QMAX if not self.profile.is_fixed else int(np.abs(weights.numpy()).max())
         return weights.shape[1:].numel() * self._input_code_bound() * largest
 
     def _quantized_forward(self, x: QAct) -> QAct:
@@ -647,7 +680,7 @@ class QuantLayer(nn.Module):
         # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
         w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
         w_fake = weight + (p.weights * w_scales - weight).detach()
-        return self._int8_output(x, w_fake, bias, p.weights, p.out_qparams, q, exact, (inside, high, low),
+        return self._int8_output(x, w_fake, bias, p.weights, p.out_qparams, q, [exact], (inside, high, low),
                                  n_saturated, acc_range)
 
     def _native_forward(self, x: QAct, weight: torch.Tensor, bias: torch.Tensor) -> QAct | None:
@@ -665,7 +698,7 @@ class QuantLayer(nn.Module):
         r = native_forward.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
                                   out_qparams.scale)
         masks, n_saturated = self._native_masks(r, act_min, act_max)
-        return self._int8_output(x, weight + n.weight_delta, bias, n.weights, out_qparams, r.q, r.exact, masks,
+        return self._int8_output(x, weight, bias, n.weights, out_qparams, r.q, [r.exact, n.weight_fake], masks,
                                  n_saturated, (r.acc_low, r.acc_high))
 
     def _native_mode(self) -> int:
@@ -681,14 +714,15 @@ class QuantLayer(nn.Module):
         n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
         return (inside, high, low), n_saturated
 
-    def _int8_output(self, x: QAct, w_fake, bias, weights, out_qparams: QParams, q, exact, masks,
+    def _int8_output(self, x: QAct, w_fake, bias, weights, out_qparams: QParams, q, shadow: list, masks,
                      n_saturated: int, acc_range: tuple[float, float]) -> QAct:
         """The layer's output: exact forward values, the shadow's gradient through w_fake (straight-through
-        on weight rounding) masked where saturated; observer and health counters updated."""
+        on weight rounding) masked where saturated; observer and health counters updated. shadow: as
+        ExactWithShadowGradient takes it."""
         if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
             self.observer.observe_range(*(self._act_of(v) for v in acc_range))
         self._count_health(q.numel(), n_saturated, 0, weights)
-        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, *masks, self)
+        value = ExactWithShadowGradient.apply(shadow, x.value, w_fake, bias, *masks, self)
         return QAct(value, q, out_qparams)
 
     def _requantize_numpy(self, acc: np.ndarray, p: IntegerParams, channel_scales: np.ndarray):

@@ -35,7 +35,7 @@ SCALE, WEIGHT_SCALE, BIAS, MULTIPLIER, SHIFT = range(5)
 
 class Int8Params(NamedTuple):
     weights: torch.Tensor  # float32 integers, the weight's shape
-    weight_delta: torch.Tensor  # weights * scale - weight (float32): the shadow's straight-through offset
+    weight_fake: torch.Tensor  # weight + (weights * scale - weight) (float32): the straight-through shadow's weights
     bias_float: torch.Tensor  # (O,) the int32-clipped bias as float32
     bias_bound: int  # the largest |bias|
     channels: torch.Tensor  # (O, CHANNEL_FIELDS) int64: the C channel table (see column views below)
@@ -98,6 +98,9 @@ def _load():
         lib.cqtf_int8_params.argtypes = [i64, i64, f32, f32] + [ptr] * 6
         lib.cqtf_int8_post.restype = None
         lib.cqtf_int8_post.argtypes = [i64, i64, i64, i32, i32, i32, i32, f32] + [ptr] * 9
+        lib.cqtf_fixed_params.restype = None
+        lib.cqtf_fixed_params.argtypes = [i64, ptr, ctypes.c_double, i32, ctypes.c_double, i64, i64, ptr,
+                                          ctypes.c_double, i64, i64, ptr, ptr, ptr]
         lib.cqtf_fixed_post.restype = None
         lib.cqtf_fixed_post.argtypes = [i64, i64, i64, ptr, ptr, i32, i64, i64, i32, i32, i32, i32, i32, f32,
                                         ctypes.c_double] + [ptr] * 8
@@ -111,18 +114,18 @@ def enabled() -> bool:
 
 
 def int8_params(weight: torch.Tensor, bias: torch.Tensor, in_scale: np.float32, out_scale: np.float32) -> Int8Params:
-    """QuantLayer.integer_params' integers (and the shadow's weight offset) from float32 weight (O, ...)
-    and bias (O,)."""
+    """QuantLayer.integer_params' integers (and the shadow's weights) from float32 weight (O, ...) and
+    bias (O,)."""
     w = weight.detach().contiguous()
     b = bias.detach().contiguous()
     out_channels = w.shape[0]
-    weights, delta = torch.empty_like(w), torch.empty_like(w)
+    weights, fake = torch.empty_like(w), torch.empty_like(w)
     bias_float = torch.empty(out_channels, dtype=torch.float32)
     channels = torch.empty((out_channels, CHANNEL_FIELDS), dtype=torch.int64)
     bias_bound = _load().cqtf_int8_params(out_channels, w.numel() // max(out_channels, 1), in_scale, out_scale,
-                                          w.data_ptr(), b.data_ptr(), weights.data_ptr(), delta.data_ptr(),
+                                          w.data_ptr(), b.data_ptr(), weights.data_ptr(), fake.data_ptr(),
                                           bias_float.data_ptr(), channels.data_ptr())
-    return Int8Params(weights, delta, bias_float, bias_bound, channels)
+    return Int8Params(weights, fake, bias_float, bias_bound, channels)
 
 
 def runs_layout(t: torch.Tensor) -> tuple[int, int, int] | None:
@@ -178,3 +181,17 @@ def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tens
     any_high, any_low, any_negative, n_high, n_high_or_low = stats.tolist()
     return FixedPostResult(q, exact, inside, high, low, bool(any_high), bool(any_low), bool(any_negative), n_high,
                            n_high_or_low, *acc_range.tolist())
+
+
+def fixed_params(weight: torch.Tensor, bias: torch.Tensor, w_scale: float, pot_max_exp: int, alpha: float, qmax: int,
+                 acc_scale: float, acc_min: int, acc_max: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """QuantLayer._fixed_arrays: integer weights (float32, weight's shape) of weight * w_scale (fixed point
+    clipped to +-qmax, or power of two up to 2^pot_max_exp when pot_max_exp >= 0, blended by alpha), the
+    bias * acc_scale rounded and clipped to [acc_min, acc_max] (int64), and the largest |weight|."""
+    w, b = weight.detach().contiguous(), bias.detach().contiguous()
+    weights = torch.empty_like(w)
+    bias_int = torch.empty(b.numel(), dtype=torch.int64)
+    bounds = torch.empty(2, dtype=torch.int64)
+    _load().cqtf_fixed_params(w.numel(), w.data_ptr(), w_scale, pot_max_exp, alpha, qmax, b.numel(), b.data_ptr(),
+                              acc_scale, acc_min, acc_max, weights.data_ptr(), bias_int.data_ptr(), bounds.data_ptr())
+    return weights, bias_int, int(bounds[0])

@@ -79,11 +79,12 @@ static void quantize_multiplier(double real, int64_t *multiplier, int64_t *shift
 }
 
 /* weight: (out_channels, fan_in) float32; bias: float32 per channel. Writes the integer weights
- * (float32, exact), weight_delta = weights * scale - weight (the straight-through shadow's offset),
+ * (float32, exact), weight_fake = weight + (weights * scale - weight) (the straight-through
+ * shadow's weights, as torch adds the detached offset to weight),
  * the bias as float32 (for the convolution), the channel table, and returns the largest |bias|. */
 int64_t cqtf_int8_params(int64_t out_channels, int64_t fan_in, float in_scale, float out_scale,
                          const float *restrict weight, const float *restrict bias, float *restrict weights,
-                         float *restrict weight_delta, float *restrict bias_float,
+                         float *restrict weight_fake, float *restrict bias_float,
                          cqtf_channel_t *restrict channels)
 {
     int64_t o, k, bias_bound = 0;
@@ -102,8 +103,10 @@ int64_t cqtf_int8_params(int64_t out_channels, int64_t fan_in, float in_scale, f
         scale = scale > 1e-12f ? scale : 1e-12f;
         for (k = 0; k < fan_in; k++) {
             const float q = round_half_away_f(w[k] / scale);
+            const float offset = q * scale - w[k];
+
             weights[o * fan_in + k] = q;
-            weight_delta[o * fan_in + k] = q * scale - w[k];
+            weight_fake[o * fan_in + k] = w[k] + offset;
         }
         ch->weight_scale = scale;
         ch->scale = (double)scale * (double)in_scale;
@@ -363,4 +366,63 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const flo
     stats[FX_HIGH_OR_LOW] = n_high_or_low;
     acc_range[0] = (double)lowest_biased * acc_scale;
     acc_range[1] = (double)highest_biased * acc_scale;
+}
+
+/* ---- A fixed-point layer's integers (the numpy twin: QuantLayer.fixed_params' arrays) ---- */
+
+/* cqtf.pow2.quantize of one value (float64 in weight units): the nearest of 0, +-1, +-2, ...,
+ * +-2^max_exp, ties upward, by the same comparisons. */
+static double pow2_quantize(double v, int32_t max_exp)
+{
+    const double a = fabs(v);
+    double level = 0.0;
+    int32_t k;
+
+    for (k = 0; k < max_exp; k++) {
+        level += (a >= 1.5 * ldexp(1.0, k)) ? 1.0 : 0.0;
+    }
+    return (double)((v > 0.0) - (v < 0.0)) * (a >= 0.5 ? pow(2.0, level) : 0.0);
+}
+
+/* weight (n_weights float32) in units of 2^-w_frac (w_scale = 2^w_frac): fixed point (pot_max_exp
+ * < 0) rounds half away and clips to +-qmax; power of two (cqtf.pow2.blend) quantizes, blended by
+ * alpha < 1 early in training. bias (n_bias float32) in accumulator units (acc_scale = 2^acc_frac),
+ * rounded half away and clipped to [acc_min, acc_max]. Writes weights (float32 integers) and
+ * bias_int; bounds[0] = the largest |weight|, bounds[1] = the largest |bias|. */
+void cqtf_fixed_params(int64_t n_weights, const float *restrict weight, double w_scale, int32_t pot_max_exp,
+                       double alpha, int64_t qmax, int64_t n_bias, const float *restrict bias, double acc_scale,
+                       int64_t acc_min, int64_t acc_max, float *restrict weights, int64_t *restrict bias_int,
+                       int64_t *restrict bounds)
+{
+    int64_t k;
+    double largest = 0.0;
+
+    for (k = 0; k < n_weights; k++) {
+        const double v = (double)weight[k] * w_scale;
+        double q;
+
+        if (pot_max_exp < 0) {
+            q = round_half_away_d(v);
+            q = q < (double)-qmax ? (double)-qmax : (q > (double)qmax ? (double)qmax : q);
+        } else {
+            q = pow2_quantize(v, pot_max_exp);
+            if (alpha < 1.0) {
+                q = round_half_away_d(v - alpha * (v - q));
+                q = q < -127.0 ? -127.0 : (q > 127.0 ? 127.0 : q);
+            }
+        }
+        weights[k] = (float)q;
+        largest = fabs(q) > largest ? fabs(q) : largest;
+    }
+    bounds[0] = (int64_t)largest;
+    bounds[1] = 0;
+    for (k = 0; k < n_bias; k++) {
+        double b = round_half_away_d((double)bias[k] * acc_scale);
+        int64_t magnitude;
+
+        b = b < (double)acc_min ? (double)acc_min : (b > (double)acc_max ? (double)acc_max : b);
+        bias_int[k] = (int64_t)b;
+        magnitude = bias_int[k] < 0 ? -bias_int[k] : bias_int[k];
+        bounds[1] = magnitude > bounds[1] ? magnitude : bounds[1];
+    }
 }
