@@ -696,8 +696,8 @@ class QuantLayer(nn.Module):
             return None
         act_min, act_max = self._int8_clamp(out_qparams)
         r = native_forward.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
-                                  out_qparams.scale)
-        masks, n_saturated = self._native_masks(r, act_min, act_max)
+                                     out_qparams.scale)
+        masks, n_saturated = self._native_masks(r)
         return self._int8_output(x, weight, bias, n.weights, out_qparams, r.q, [r.exact, n.weight_fake], masks,
                                  n_saturated, (r.acc_low, r.acc_high))
 
@@ -705,12 +705,12 @@ class QuantLayer(nn.Module):
         requant = self.profile.requant
         return ROUNDING_CODES[requant.rounding] if requant.kind == Requant.SINGLE else native_forward.DOUBLE_ROUNDING
 
-    def _native_masks(self, r: "native_forward.PostResult", act_min: int, act_max: int):
+    def _native_masks(self, r: "native_forward.PostResult"):
         """(inside, high, low) as _requantize_numpy builds them (None where empty or, below a ReLU's
         zero, where no gradient passes), and how many outputs saturated."""
-        high = r.high if r.highest > act_max else None
-        low = r.low if r.lowest < act_min and not self.relu else None
-        inside = r.inside if r.lowest < act_min or r.highest > act_max else None
+        high = r.high if r.n_high else None
+        low = r.low if r.n_low and not self.relu else None
+        inside = r.inside if r.n_low or r.n_high else None
         n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
         return (inside, high, low), n_saturated
 
@@ -727,8 +727,8 @@ class QuantLayer(nn.Module):
 
     def _requantize_numpy(self, acc: np.ndarray, p: IntegerParams, channel_scales: np.ndarray):
         """The accumulator's requantization, clamp and gradient masks (the reference of
-        native_forward.int8_post and _native_masks): q, exact, inside, high, low, how many saturated, and the accumulator's
-        range in real units (channel_scales: each channel's unit)."""
+        native_forward.int8_post and _native_masks): q, exact, inside, high, low, how many saturated,
+        and the accumulator's range in real units (channel_scales: each channel's unit)."""
         view = self.channel_view
         if self.profile.requant.kind == Requant.SINGLE:
             requantized = requantize_single(acc, p.multiplier.reshape(view), p.shift.reshape(view),

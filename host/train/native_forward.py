@@ -28,8 +28,8 @@ from cqtf.native import build_library
 SOURCE = Path(__file__).resolve().parent / "csrc" / "forward_steps.c"
 DOUBLE_ROUNDING = -1  # the C mode of TFLM's double rounding; otherwise profile.ROUNDING_CODES
 # cqtf_channel_t, 8-byte fields: scale, weight_scale (float64), bias, multiplier, shift, then the post
-# step's left, right, half, acc_min, acc_max (int64)
-CHANNEL_FIELDS = 10
+# step's left, right, nudge, low_nudge, acc_min, acc_max (int64)
+CHANNEL_FIELDS = 11
 SCALE, WEIGHT_SCALE, BIAS, MULTIPLIER, SHIFT = range(5)
 
 
@@ -54,9 +54,7 @@ class PostResult(NamedTuple):
     low: torch.Tensor  # bool: below act_min before the clamp
     acc_low: float  # the least / largest accumulator value of a channel times its scale (real units)
     acc_high: float
-    lowest: int  # extremes of the requantized values before the clamp
-    highest: int
-    n_high: int
+    n_high: int  # how many requantized values were above act_max / below act_min before the clamp
     n_low: int
 
 
@@ -152,7 +150,7 @@ def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], params: Int8Param
     q = torch.empty_strided(shape, strides, dtype=torch.int64)
     exact = torch.empty_strided(shape, strides, dtype=torch.float32)
     inside, high, low = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(3))
-    stats = torch.empty(4, dtype=torch.int64)
+    stats = torch.empty(2, dtype=torch.int64)
     acc_range = torch.empty(2, dtype=torch.float64)
     _load().cqtf_int8_post(outer, channels, inner, mode, zero_point, act_min, act_max, out_scale,
                            params.channels.data_ptr(), acc.data_ptr(), q.data_ptr(), exact.data_ptr(),

@@ -29,7 +29,8 @@ typedef struct {
     int64_t bias;         /* the bias in accumulator units, clipped to int32 */
     int64_t multiplier;   /* Q31 of input scale * weight scale / output scale, in [0, 2^31) */
     int64_t shift;        /* its power of two, positive = left */
-    int64_t left, right, half; /* cqtf_int8_post: the requantization's shifts */
+    int64_t left, right;       /* cqtf_int8_post: the requantization's shifts, and what it adds before */
+    int64_t nudge, low_nudge;  /* the right one: nudge, or low_nudge where p < -2^30 (double rounding) */
     int64_t acc_min, acc_max;  /* cqtf_int8_post: the accumulator's extremes */
 } cqtf_channel_t;
 
@@ -123,41 +124,50 @@ int64_t cqtf_int8_params(int64_t out_channels, int64_t fan_in, float in_scale, f
 
 /* ---- After the accumulator (the numpy twin: QuantLayer._requantize_numpy) ---- */
 
-enum { STAT_LOWEST, STAT_HIGHEST, STAT_HIGH, STAT_LOW };
+enum { STAT_HIGH, STAT_LOW };
 
 /* Running results over all elements (a local struct, so they stay in registers). */
 typedef struct {
-    int64_t lowest, highest, n_high, n_low;
+    int64_t n_high, n_low;
 } totals_t;
 
+/* TFLM's double rounding as one shift. Step 1, gemmlowp's truncating (p + nudge) / 2^31 of
+ * p = x * M, is h = floor((p + 2^30) / 2^31) for either sign of p; step 2, the tie-away division by
+ * 2^r (r > 0), is floor((h + 2^(r-1) - [h < 0]) / 2^r). As floor((floor(u) + k) / n) =
+ * floor((u + k) / n) for integers k and n > 0, and h < 0 exactly when p < -2^30, the two are
+ * (p + 2^30 + 2^(30+r) - [p < -2^30] 2^31) >> (31 + r): nudge = 2^30 + 2^(30+r), low_nudge =
+ * nudge - 2^31 (r = 0: both 2^30). |p| < 2^55 here, so the sum stays far inside int64. */
 static void channel_start(cqtf_channel_t *ch, int32_t mode)
 {
     if (mode == DOUBLE_ROUNDING) {
+        const int64_t r = ch->shift > 0 ? 0 : -ch->shift;
+
         ch->left = ch->shift > 0 ? ch->shift : 0;
-        ch->right = ch->shift > 0 ? 0 : -ch->shift;
+        ch->right = 31 + r;
+        ch->nudge = ((int64_t)1 << 30) + (r > 0 ? (int64_t)1 << (30 + r) : 0);
+        ch->low_nudge = ch->nudge - (r > 0 ? (int64_t)1 << 31 : 0);
     } else { /* round(acc * M / 2^(31 - shift)): one right shift by 31 - shift >= 1 */
         ch->left = 0;
         ch->right = 31 - ch->shift;
+        ch->nudge = (int64_t)1 << (ch->right - 1); /* half: the rounding identities' constant */
+        ch->low_nudge = ch->nudge;
     }
-    ch->half = ch->right > 0 ? (int64_t)1 << (ch->right - 1) : 0;
     ch->acc_min = INT64_MAX;
     ch->acc_max = INT64_MIN;
 }
 
-/* cqtf_requantize (TFLM double rounding) for |acc| < 2^24, by the floor identities of
- * cqtf.fixedpoint.requantize: gemmlowp's truncating (p + nudge) / 2^31 is floor((p + 2^30) / 2^31)
- * for either sign of p; the tie-away division by 2^r (r > 0) is floor((h + 2^(r-1) - [h < 0]) / 2^r). */
+/* cqtf_requantize (TFLM double rounding) of |acc| < 2^24, as channel_start's one shift. */
 static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc, int any_left)
 {
-    int64_t x = acc, high;
+    int64_t x = acc, p;
 
     if (any_left) { /* a constant in each instance of the element loop: no test per element */
         x = acc * ((int64_t)1 << ch->left);
         x = x > INT32_MAX ? INT32_MAX : x;
         x = x < INT32_MIN ? INT32_MIN : x;
     }
-    high = cqtf_asr64(x * ch->multiplier + ((int64_t)1 << 30), 31);
-    return cqtf_asr64(high + ch->half - ((high < 0) & (ch->right > 0)), (int32_t)ch->right);
+    p = x * ch->multiplier;
+    return cqtf_asr64(p + (p < -((int64_t)1 << 30) ? ch->low_nudge : ch->nudge), (int32_t)ch->right);
 }
 
 /* cqtf_round_shift(acc * M, 31 - shift, mode): the floor identities of cqtf.fixedpoint.round_shift
@@ -173,9 +183,9 @@ static inline int64_t requantize_single(const cqtf_channel_t *ch, int64_t acc, i
     case CQTF_ROUND_CEIL:
         return -cqtf_asr64(-x, e);
     case CQTF_ROUND_HALF_UP:
-        return cqtf_asr64(x + ch->half, e);
+        return cqtf_asr64(x + ch->nudge, e);
     case CQTF_ROUND_HALF_AWAY:
-        return cqtf_asr64(x + ch->half - (x < 0), e);
+        return cqtf_asr64(x + ch->nudge - (x < 0), e);
     default:
         return cqtf_round_shift(x, e, (uint8_t)mode);
     }
@@ -202,8 +212,6 @@ static inline void post_one(const post_t *restrict p, cqtf_channel_t *restrict c
 
     ch->acc_min = acc < ch->acc_min ? acc : ch->acc_min;
     ch->acc_max = acc > ch->acc_max ? acc : ch->acc_max;
-    t->lowest = r < t->lowest ? r : t->lowest;
-    t->highest = r > t->highest ? r : t->highest;
     t->n_high += above;
     t->n_low += below;
     *high = above;
@@ -213,13 +221,6 @@ static inline void post_one(const post_t *restrict p, cqtf_channel_t *restrict c
     *exact = (float)(v - p->zero_point) * p->out_scale;
 }
 
-/* acc: exact integers below 2^24 in float32 (the caller's bound), a dense tensor whose elements of
- * one channel lie in runs of `inner` consecutive elements: storage [outer][channels][inner] (NCHW:
- * inner = H*W; channels last or a linear layer: inner = 1). Writes, in the same storage order, q
- * (int64, clamped, zero point included), exact ((q - zero point) * out_scale) and the masks inside
- * / high / low (0 or 1); stats: the lowest and highest requantized values before the clamp and how
- * many were above and below it; acc_range: the least acc_min[c] * scale[c] and the largest
- * acc_max[c] * scale[c] (the observer's range in real units). */
 /* The element loop; any_left: whether a channel shifts left (a constant in each inlined instance). */
 static inline void post_all(const post_t *restrict p, cqtf_channel_t *restrict channels, totals_t *restrict t,
                             int64_t outer, int64_t n_channels, int64_t inner, const float *restrict acc,
@@ -246,16 +247,16 @@ static inline void post_all(const post_t *restrict p, cqtf_channel_t *restrict c
  * one channel lie in runs of `inner` consecutive elements: storage [outer][channels][inner] (NCHW:
  * inner = H*W; channels last or a linear layer: inner = 1). Writes, in the same storage order, q
  * (int64, clamped, zero point included), exact ((q - zero point) * out_scale) and the masks inside
- * / high / low (0 or 1); stats: the lowest and highest requantized values before the clamp and how
- * many were above and below it; acc_range: the least acc_min[c] * scale[c] and the largest
- * acc_max[c] * scale[c] (the observer's range in real units). */
+ * / high / low (0 or 1); stats: how many requantized values were above and below the clamp;
+ * acc_range: the least acc_min[c] * scale[c] and the largest acc_max[c] * scale[c] (the observer's
+ * range in real units). */
 void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mode, int32_t zero_point,
                     int32_t act_min, int32_t act_max, float out_scale, cqtf_channel_t *restrict channels,
                     const float *restrict acc, int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
                     uint8_t *restrict high, uint8_t *restrict low, int64_t *restrict stats, double *restrict acc_range)
 {
     const post_t p = {mode, zero_point, act_min, act_max, out_scale};
-    totals_t t = {INT64_MAX, INT64_MIN, 0, 0};
+    totals_t t = {0, 0};
     int64_t c;
     int any_left = 0;
 
@@ -268,8 +269,6 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
     } else {
         post_all(&p, channels, &t, outer, n_channels, inner, acc, q, exact, inside, high, low, 0);
     }
-    stats[STAT_LOWEST] = t.lowest;
-    stats[STAT_HIGHEST] = t.highest;
     stats[STAT_HIGH] = t.n_high;
     stats[STAT_LOW] = t.n_low;
     acc_range[0] = INFINITY;
@@ -335,7 +334,8 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const flo
 
             for (i = 0; i < inner; i++, k++) {
                 const int64_t biased = (int64_t)dot[k] + b;
-                const int64_t acc = fits ? biased : (biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased));
+                const int64_t saturated = biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased);
+                const int64_t acc = fits ? biased : saturated;
                 const int64_t pre = round_shift_fast(acc, out_shift, mode);
                 const int64_t clamped_low = pre < act_min ? act_min : pre;
                 const int64_t v = clamped_low > act_max ? act_max : clamped_low;
