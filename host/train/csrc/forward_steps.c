@@ -30,7 +30,7 @@ typedef struct {
     int64_t multiplier;   /* Q31 of input scale * weight scale / output scale, in [0, 2^31) */
     int64_t shift;        /* its power of two, positive = left */
     int64_t left, right;       /* cqtf_int8_post: the requantization's shifts, and what it adds before */
-    int64_t nudge, low_nudge;  /* the right one: nudge, or low_nudge where p < -2^30 (double rounding) */
+    int64_t nudge, low_nudge;  /* double rounding: nudge, or low_nudge where p < -2^30 */
     int64_t acc_min, acc_max;  /* cqtf_int8_post: the accumulator's extremes */
 } cqtf_channel_t;
 
@@ -149,8 +149,7 @@ static void channel_start(cqtf_channel_t *ch, int32_t mode)
     } else { /* round(acc * M / 2^(31 - shift)): one right shift by 31 - shift >= 1 */
         ch->left = 0;
         ch->right = 31 - ch->shift;
-        ch->nudge = (int64_t)1 << (ch->right - 1); /* half: the rounding identities' constant */
-        ch->low_nudge = ch->nudge;
+        ch->nudge = ch->low_nudge = 0; /* unused: round_shift_fast adds by the rounding mode */
     }
     ch->acc_min = INT64_MAX;
     ch->acc_max = INT64_MIN;
@@ -170,25 +169,32 @@ static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc, i
     return cqtf_asr64(p + (p < -((int64_t)1 << 30) ? ch->low_nudge : ch->nudge), (int32_t)ch->right);
 }
 
-/* cqtf_round_shift(acc * M, 31 - shift, mode): the floor identities of cqtf.fixedpoint.round_shift
- * where they hold, the firmware's general case otherwise (half to even). */
-static inline int64_t requantize_single(const cqtf_channel_t *ch, int64_t acc, int32_t mode)
+/* cqtf_round_shift(x, e, mode): a left shift for e <= 0, the floor identities of
+ * cqtf.fixedpoint.round_shift for the right shifts where they hold, the firmware's general case
+ * otherwise (half to even). */
+static inline int64_t round_shift_fast(int64_t x, int32_t e, int32_t mode)
 {
-    const int64_t x = acc * ch->multiplier;
-    const int32_t e = (int32_t)ch->right;
-
+    if (e <= 0) {
+        return x * ((int64_t)1 << -e);
+    }
     switch (mode) {
     case CQTF_ROUND_FLOOR:
         return cqtf_asr64(x, e);
     case CQTF_ROUND_CEIL:
         return -cqtf_asr64(-x, e);
     case CQTF_ROUND_HALF_UP:
-        return cqtf_asr64(x + ch->nudge, e);
+        return cqtf_asr64(x + ((int64_t)1 << (e - 1)), e);
     case CQTF_ROUND_HALF_AWAY:
-        return cqtf_asr64(x + ch->nudge - (x < 0), e);
+        return cqtf_asr64(x + ((int64_t)1 << (e - 1)) - (x < 0), e);
     default:
         return cqtf_round_shift(x, e, (uint8_t)mode);
     }
+}
+
+/* cqtf_round_shift(acc * M, 31 - shift, mode): int8 single rounding. */
+static inline int64_t requantize_single(const cqtf_channel_t *ch, int64_t acc, int32_t mode)
+{
+    return round_shift_fast(acc * ch->multiplier, (int32_t)ch->right, mode);
 }
 
 typedef struct {
@@ -283,28 +289,6 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 }
 
 /* ---- Fixed-point profiles after the dot product (the numpy twin: QuantLayer._fixed_post_numpy) ---- */
-
-/* cqtf_round_shift(x, e, mode): a left shift for e <= 0, the floor identities of
- * cqtf.fixedpoint.round_shift for the right shifts where they hold, the firmware's general case
- * otherwise (half to even). */
-static inline int64_t round_shift_fast(int64_t x, int32_t e, int32_t mode)
-{
-    if (e <= 0) {
-        return x * ((int64_t)1 << -e);
-    }
-    switch (mode) {
-    case CQTF_ROUND_FLOOR:
-        return cqtf_asr64(x, e);
-    case CQTF_ROUND_CEIL:
-        return -cqtf_asr64(-x, e);
-    case CQTF_ROUND_HALF_UP:
-        return cqtf_asr64(x + ((int64_t)1 << (e - 1)), e);
-    case CQTF_ROUND_HALF_AWAY:
-        return cqtf_asr64(x + ((int64_t)1 << (e - 1)) - (x < 0), e);
-    default:
-        return cqtf_round_shift(x, e, (uint8_t)mode);
-    }
-}
 
 enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW };
 
