@@ -28,7 +28,7 @@ from cqtf.native import build_library
 SOURCE = Path(__file__).resolve().parent / "csrc" / "forward_steps.c"
 DOUBLE_ROUNDING = -1  # the C mode of TFLM's double rounding; otherwise profile.ROUNDING_CODES
 # cqtf_channel_t, 8-byte fields: scale, weight_scale (float64), bias, multiplier, shift, then the post
-# step's left, right, nudge, low_nudge, acc_min, acc_max (int64)
+# step's left, right, nudge, low_step, acc_min, acc_max (int64)
 CHANNEL_FIELDS = 11
 SCALE, WEIGHT_SCALE, BIAS, MULTIPLIER, SHIFT = range(5)
 

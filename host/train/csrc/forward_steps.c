@@ -30,7 +30,7 @@ typedef struct {
     int64_t multiplier;   /* Q31 of input scale * weight scale / output scale, in [0, 2^31) */
     int64_t shift;        /* its power of two, positive = left */
     int64_t left, right;       /* cqtf_int8_post: the requantization's shifts, and what it adds before */
-    int64_t nudge, low_nudge;  /* double rounding: nudge, or low_nudge where p < -2^30 */
+    int64_t nudge, low_step;   /* double rounding: p + nudge, less low_step where p < -2^30 */
     int64_t acc_min, acc_max;  /* cqtf_int8_post: the accumulator's extremes */
 } cqtf_channel_t;
 
@@ -135,8 +135,8 @@ typedef struct {
  * p = x * M, is h = floor((p + 2^30) / 2^31) for either sign of p; step 2, the tie-away division by
  * 2^r (r > 0), is floor((h + 2^(r-1) - [h < 0]) / 2^r). As floor((floor(u) + k) / n) =
  * floor((u + k) / n) for integers k and n > 0, and h < 0 exactly when p < -2^30, the two are
- * (p + 2^30 + 2^(30+r) - [p < -2^30] 2^31) >> (31 + r): nudge = 2^30 + 2^(30+r), low_nudge =
- * nudge - 2^31 (r = 0: both 2^30). |p| < 2^55 here, so the sum stays far inside int64. */
+ * (p + 2^30 + 2^(30+r) - [p < -2^30] 2^31) >> (31 + r): nudge = 2^30 + 2^(30+r), low_step = 2^31
+ * (r = 0: nudge = 2^30, low_step = 0). |p| < 2^55 here, so the sum stays far inside int64. */
 static void channel_start(cqtf_channel_t *ch, int32_t mode)
 {
     if (mode == DOUBLE_ROUNDING) {
@@ -145,11 +145,11 @@ static void channel_start(cqtf_channel_t *ch, int32_t mode)
         ch->left = ch->shift > 0 ? ch->shift : 0;
         ch->right = 31 + r;
         ch->nudge = ((int64_t)1 << 30) + (r > 0 ? (int64_t)1 << (30 + r) : 0);
-        ch->low_nudge = ch->nudge - (r > 0 ? (int64_t)1 << 31 : 0);
+        ch->low_step = r > 0 ? (int64_t)1 << 31 : 0;
     } else { /* round(acc * M / 2^(31 - shift)): one right shift by 31 - shift >= 1 */
         ch->left = 0;
         ch->right = 31 - ch->shift;
-        ch->nudge = ch->low_nudge = 0; /* unused: round_shift_fast adds by the rounding mode */
+        ch->nudge = ch->low_step = 0; /* unused: round_shift_fast adds by the rounding mode */
     }
     ch->acc_min = INT64_MAX;
     ch->acc_max = INT64_MIN;
@@ -158,7 +158,7 @@ static void channel_start(cqtf_channel_t *ch, int32_t mode)
 /* cqtf_requantize (TFLM double rounding) of |acc| < 2^24, as channel_start's one shift. */
 static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc, int any_left)
 {
-    int64_t x = acc, p;
+    int64_t x = acc, p, low;
 
     if (any_left) { /* a constant in each instance of the element loop: no test per element */
         x = acc * ((int64_t)1 << ch->left);
@@ -166,7 +166,8 @@ static inline int64_t requantize_double(const cqtf_channel_t *ch, int64_t acc, i
         x = x < INT32_MIN ? INT32_MIN : x;
     }
     p = x * ch->multiplier;
-    return cqtf_asr64(p + (p < -((int64_t)1 << 30) ? ch->low_nudge : ch->nudge), (int32_t)ch->right);
+    low = -(int64_t)(p < -((int64_t)1 << 30)); /* all ones or zero: no branch on the data's sign */
+    return cqtf_asr64(p + ch->nudge - (low & ch->low_step), (int32_t)ch->right);
 }
 
 /* cqtf_round_shift(x, e, mode): a left shift for e <= 0, the floor identities of
@@ -355,17 +356,18 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const flo
 /* ---- A fixed-point layer's integers (the numpy twin: QuantLayer.fixed_params' arrays) ---- */
 
 /* cqtf.pow2.quantize of one value (float64 in weight units): the nearest of 0, +-1, +-2, ...,
- * +-2^max_exp, ties upward, by the same comparisons. */
+ * +-2^max_exp, ties upward, by the same comparisons: level = how many of the thresholds
+ * 1.5 * 2^k (k < max_exp) |v| reaches, and 2^level where |v| >= 1/2 (pow(2, level) is exact, as is
+ * ldexp). */
 static double pow2_quantize(double v, int32_t max_exp)
 {
     const double a = fabs(v);
-    double level = 0.0;
-    int32_t k;
+    int32_t k, level = 0;
 
     for (k = 0; k < max_exp; k++) {
-        level += (a >= 1.5 * ldexp(1.0, k)) ? 1.0 : 0.0;
+        level += a >= 1.5 * ldexp(1.0, k);
     }
-    return (double)((v > 0.0) - (v < 0.0)) * (a >= 0.5 ? pow(2.0, level) : 0.0);
+    return (double)((v > 0.0) - (v < 0.0)) * (a >= 0.5 ? ldexp(1.0, level) : 0.0);
 }
 
 /* weight (n_weights float32) in units of 2^-w_frac (w_scale = 2^w_frac): fixed point (pot_max_exp
