@@ -85,7 +85,8 @@ class FixedParams:
     out_qparams: QParams  # scale 2^-out_frac, zero point 0
     act_min: int
     act_max: int
-    largest_weight: int | None = None  # max |weights|, where known
+    largest_weight: int | None = None  # max |weights| and max |bias|, where known
+    largest_bias: int | None = None
 
 
 def frac_bits_of(qparams: QParams) -> int:
@@ -239,7 +240,9 @@ def _observed_frac(observer: RangeObserver, qmax: int) -> int:
 
 
 def _channel_range(acc: np.ndarray, channel_scales) -> tuple[float, float]:
-    """The least and largest value of acc (N, C, ...) times its channel's scale (one scale or C)."""
+    """The least and largest value of acc (N, C, ...) times its channel's scale (one scale or C): the
+    float pre-activation's range the observer sees (the activation is monotonic and the scales
+    positive, so the per-channel extremes of acc give it)."""
     per_channel = acc.reshape(acc.shape[0], acc.shape[1], -1)
     lows = per_channel.min(axis=0).min(axis=1)  # batch axis first: contiguous
     highs = per_channel.max(axis=0).max(axis=1)
@@ -400,11 +403,11 @@ class QuantLayer(nn.Module):
         product_frac = in_frac + w_frac
         acc_frac = acc.frac_bits if acc.frac_bits is not None else product_frac
         if native:
-            weights, bias_int, largest_weight = native_forward.fixed_params(
+            weights, bias_int, largest_weight, largest_bias = native_forward.fixed_params(
                 w, b, 2.0 ** w_frac, wfmt.max_exp if isinstance(wfmt, PowerOfTwo) else -1, self.pot_blend, wfmt.qmax,
                 2.0 ** acc_frac, acc.min, acc.max)
         else:
-            weights, bias_int, largest_weight = self._fixed_arrays(w, b, w_frac, acc_frac)
+            weights, bias_int, largest_weight, largest_bias = self._fixed_arrays(w, b, w_frac, acc_frac)
         if afmt.frac_bits is not None:
             out_frac = afmt.frac_bits
         elif self.out_frac is not None:
@@ -414,11 +417,11 @@ class QuantLayer(nn.Module):
         act_min = 0 if self.relu else -afmt.qmax
         act_min, act_max = self._act_bounds(np.float32(2.0 ** -out_frac), 0, act_min, afmt.qmax)
         return FixedParams(weights, w_frac, bias_int, acc_frac, product_frac - acc_frac, out_frac - acc_frac,
-                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max, largest_weight)
+                           QParams(np.float32(2.0 ** -out_frac), 0), act_min, act_max, largest_weight, largest_bias)
 
     def _fixed_arrays(self, w: torch.Tensor, b: torch.Tensor, w_frac: int, acc_frac: int):
-        """fixed_params' integer weights (float32), bias (int64) and largest |weight|, in numpy and torch
-        (the reference of native_forward.fixed_params)."""
+        """fixed_params' integer weights (float32), bias (int64), largest |weight| and |bias|, in numpy and
+        torch (the reference of native_forward.fixed_params)."""
         wfmt, acc = self.profile.weights, self.profile.accumulator
         if isinstance(wfmt, PowerOfTwo):
             weights = pow2.blend(w.double() * 2.0 ** w_frac, wfmt.max_exp, self.pot_blend).float()
@@ -428,7 +431,7 @@ class QuantLayer(nn.Module):
             weights = torch.from_numpy(weights.astype(np.float32))
         b_np = b.double().numpy()
         bias = torch.from_numpy(np.clip(_round_half_away(b_np * 2.0 ** acc_frac), acc.min, acc.max).astype(np.int64))
-        return weights, bias, int(np.abs(weights.numpy()).max())
+        return weights, bias, int(np.abs(weights.numpy()).max()), int(np.abs(bias.numpy()).max(initial=0))
 
     def observed_out_frac(self) -> int:
         return _observed_frac(self.observer, self.profile.activations.qmax) - self.out_frac_drop
@@ -610,10 +613,11 @@ class QuantLayer(nn.Module):
         if layout is None:
             return None
         bias_int = p.bias.contiguous()
-        fits = dot_bound + int(bias_int.abs().max()) <= acc_spec.max
+        largest_bias = p.largest_bias if p.largest_bias is not None else int(bias_int.abs().max())
+        fits = dot_bound + largest_bias <= acc_spec.max
         r = native_forward.fixed_post(dot, layout, bias_int, fits, acc_spec.min, acc_spec.max, -p.shift,
-                                   ROUNDING_CODES[self.profile.requant.rounding], self.relu, p.act_min, p.act_max,
-                                   p.out_qparams.scale, 2.0 ** -p.acc_frac)
+                                      ROUNDING_CODES[self.profile.requant.rounding], self.relu, p.act_min,
+                                      p.act_max, p.out_qparams.scale, 2.0 ** -p.acc_frac)
         high = r.high if r.any_high else None
         low = r.low if r.any_low and not self.relu else None
         built = high is not None or low is not None or (self.relu and r.any_negative)
@@ -746,11 +750,6 @@ class QuantLayer(nn.Module):
         inside = q == requantized if lowest < p.act_min or highest > p.act_max else None
         n_saturated = sum(int(m.sum()) for m in (high, low) if m is not None)
         return q, exact, inside, high, low, n_saturated, _channel_range(acc, channel_scales)
-
-    def _observe_accumulator(self, acc: np.ndarray, channel_scales) -> None:
-        """Observes the float pre-activation as acc * scale per channel: the activation is monotonic
-        and the scales positive, so the per-channel extremes of acc give the range."""
-        self.observer.observe_range(*(self._act_of(v) for v in _channel_range(acc, channel_scales)))
 
     def _act_of(self, v: float) -> float:
         """float_act of one value."""

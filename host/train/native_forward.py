@@ -41,7 +41,7 @@ class Int8Params(NamedTuple):
     channels: torch.Tensor  # (O, CHANNEL_FIELDS) int64: the C channel table (see column views below)
 
     def column(self, field: int, dtype) -> np.ndarray:
-        """One field of the channel table as numpy (for tests and the numpy fallback)."""
+        """One field of the channel table as numpy (for tests)."""
         table = self.channels.numpy()
         return (table.view(np.float64) if dtype == np.float64 else table)[:, field].astype(dtype)
 
@@ -114,8 +114,8 @@ def enabled() -> bool:
 def int8_params(weight: torch.Tensor, bias: torch.Tensor, in_scale: np.float32, out_scale: np.float32) -> Int8Params:
     """QuantLayer.integer_params' integers (and the shadow's weights) from float32 weight (O, ...) and
     bias (O,)."""
-    w = weight.detach().contiguous()
-    b = bias.detach().contiguous()
+    w = weight.detach().float().contiguous()  # no-ops on the float32 parameters of training
+    b = bias.detach().float().contiguous()
     out_channels = w.shape[0]
     weights, fake = torch.empty_like(w), torch.empty_like(w)
     bias_float = torch.empty(out_channels, dtype=torch.float32)
@@ -182,14 +182,15 @@ def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tens
 
 
 def fixed_params(weight: torch.Tensor, bias: torch.Tensor, w_scale: float, pot_max_exp: int, alpha: float, qmax: int,
-                 acc_scale: float, acc_min: int, acc_max: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+                 acc_scale: float, acc_min: int, acc_max: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """QuantLayer._fixed_arrays: integer weights (float32, weight's shape) of weight * w_scale (fixed point
     clipped to +-qmax, or power of two up to 2^pot_max_exp when pot_max_exp >= 0, blended by alpha), the
-    bias * acc_scale rounded and clipped to [acc_min, acc_max] (int64), and the largest |weight|."""
-    w, b = weight.detach().contiguous(), bias.detach().contiguous()
+    bias * acc_scale rounded and clipped to [acc_min, acc_max] (int64), the largest |weight| and |bias|."""
+    w, b = weight.detach().float().contiguous(), bias.detach().float().contiguous()
     weights = torch.empty_like(w)
     bias_int = torch.empty(b.numel(), dtype=torch.int64)
     bounds = torch.empty(2, dtype=torch.int64)
     _load().cqtf_fixed_params(w.numel(), w.data_ptr(), w_scale, pot_max_exp, alpha, qmax, b.numel(), b.data_ptr(),
                               acc_scale, acc_min, acc_max, weights.data_ptr(), bias_int.data_ptr(), bounds.data_ptr())
-    return weights, bias_int, int(bounds[0])
+    largest_weight, largest_bias = bounds.tolist()
+    return weights, bias_int, largest_weight, largest_bias

@@ -1,11 +1,12 @@
 /*
  * forward_steps.c - the training forward's integer steps around the convolution (host only):
  * cqtf_int8_params (an int8 layer's integers from its float weights and bias), cqtf_int8_post
- * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass) and
- * cqtf_fixed_post (the same for the fixed-point profiles, from the dot product on).
+ * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass), and
+ * for the fixed-point profiles cqtf_fixed_params (weights and bias) and cqtf_fixed_post (the same
+ * pass from the dot product on).
  *
- * Their numpy twins, QuantLayer.integer_params, _requantize_numpy and _fixed_post_numpy in
- * host/train/layers.py, stay the reference; tests/test_train_native.py checks that the two agree
+ * Their numpy twins, QuantLayer.integer_params, _requantize_numpy, _fixed_arrays and
+ * _fixed_post_numpy in host/train/layers.py, stay the reference; tests/test_train_native.py checks that the two agree
  * bit for bit. Float steps are the same IEEE operations in the same order (float32 where numpy
  * uses float32, double where it uses float64; -std=c99 keeps gcc from contracting them into FMAs).
  * Single rounding's general case is the firmware's own cqtf_round_shift.
@@ -29,8 +30,8 @@ typedef struct {
     int64_t bias;         /* the bias in accumulator units, clipped to int32 */
     int64_t multiplier;   /* Q31 of input scale * weight scale / output scale, in [0, 2^31) */
     int64_t shift;        /* its power of two, positive = left */
-    int64_t left, right;       /* cqtf_int8_post: the requantization's shifts, and what it adds before */
-    int64_t nudge, low_step;   /* double rounding: p + nudge, less low_step where p < -2^30 */
+    int64_t left, right;       /* cqtf_int8_post: the requantization's shifts */
+    int64_t nudge, low_step;   /* double rounding adds nudge, less low_step where p < -2^30 */
     int64_t acc_min, acc_max;  /* cqtf_int8_post: the accumulator's extremes */
 } cqtf_channel_t;
 
