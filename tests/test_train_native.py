@@ -233,27 +233,41 @@ def test_fixed_post_equals_numpy(mode, relu, conv, channels_last, acc_bits):
     the rounding shift of every mode, clamps, masks (saturated accumulator, saturated output, a ReLU's
     dead zone) and the observer's range."""
     for seed in range(3):
-        layer, x, p, acc_spec = _fixed_case(seed, relu, mode, conv, channels_last, acc_bits)
-        dot_bound = layer._dot_bound(p.weights)
-        got = layer._fixed_post_native(x, p, acc_spec, dot_bound)
-        assert got is not None
-        want = layer._fixed_post_numpy(x, p, acc_spec, dot_bound)
-        assert got[0].stride() == want[0].stride() and torch.equal(got[0], want[0])
-        assert torch.equal(got[1], want[1])
-        for mine, theirs in zip(got[2], want[2]):
-            assert (mine is None) == (theirs is None)
-            assert mine is None or (mine.stride() == theirs.stride() and torch.equal(mine, theirs))
-        assert got[3:] == want[3:]
+        _assert_fixed_posts_equal(*_fixed_case(seed, relu, mode, conv, channels_last, acc_bits))
+
+
+def _assert_fixed_posts_equal(layer, x, p, acc_spec):
+    dot_bound = layer._dot_bound(p.weights)
+    got = layer._fixed_post_native(x, p, acc_spec, dot_bound)
+    assert got is not None
+    want = layer._fixed_post_numpy(x, p, acc_spec, dot_bound)
+    assert got[0].stride() == want[0].stride() and torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+    for mine, theirs in zip(got[2], want[2]):
+        assert (mine is None) == (theirs is None)
+        assert mine is None or (mine.stride() == theirs.stride() and torch.equal(mine, theirs))
+    assert got[3:] == want[3:]
+
+
+@pytest.mark.parametrize("block,acc_shift", [(4, 0), (8, 0), (4, 2), (8, 3)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("conv,channels_last", [(True, False), (True, True), (False, False)])
+def test_fixed_post_after_blockwise_accumulator_equals_numpy(block, acc_shift, relu, conv, channels_last):
+    """Accumulators summed block by block (fixed8-acc16, fixed8-blk32): numpy sums the blocks, the
+    compiled pass does the rest from the int64 accumulator, and the two agree with numpy alone; block
+    sums saturate (n_block_saturated compared too)."""
+    for seed in range(3):
+        layer, x, p, _ = _fixed_case(seed, relu, Rounding.HALF_UP, conv, channels_last, 16)
+        p = dataclasses.replace(p, weights=p.weights * 20, acc_shift=acc_shift)  # block sums past 16 bits
+        acc_spec = Accumulator(16, block=block, block_rounding=Rounding.HALF_UP)
+        _assert_fixed_posts_equal(layer, x, p, acc_spec)
 
 
 def test_fixed_post_declines_what_it_does_not_compute():
-    """Block-wise accumulation, a shifted accumulator, or dot products that may pass the accumulator or
-    2^24: the numpy steps compute those."""
+    """A one-block dot product that may pass 2^24: the numpy steps compute it in float64."""
     layer, x, p, acc_spec = _fixed_case(0, False, Rounding.HALF_UP, True, False, 32)
-    assert layer._fixed_post_native(x, p, Accumulator(32, block=4), layer._dot_bound(p.weights)) is None
-    assert layer._fixed_post_native(x, dataclasses.replace(p, acc_shift=1), acc_spec, 100) is None
-    assert layer._fixed_post_native(x, p, Accumulator(16), 2 ** 15) is None
     assert layer._fixed_post_native(x, p, acc_spec, 2 ** 24) is None
+    assert layer._fixed_post_native(x, p, acc_spec, 2 ** 24 - 1) is not None
 
 
 @pytest.mark.parametrize("preset", ["fixed8", "pot4"])

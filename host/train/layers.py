@@ -602,27 +602,37 @@ class QuantLayer(nn.Module):
                 _channel_range(biased, 2.0 ** -p.acc_frac))
 
     def _fixed_post_native(self, x: QAct, p: FixedParams, acc_spec, dot_bound: int):
-        """_fixed_post_numpy in one compiled pass (train/native_forward.py) where the dot product is one
-        exact float32 block that cannot saturate the accumulator; None elsewhere."""
+        """_fixed_post_numpy in one compiled pass (train/native_forward.py): from the float32 dot product
+        where it is one exact block that cannot saturate the accumulator, else from the accumulator
+        _fixed_accumulator sums block by block; None where the dot product may pass 2^24 or a layout
+        is not dense."""
         fan_in = p.weights.shape[1:].numel()
-        if ((acc_spec.block or fan_in) < fan_in or p.acc_shift != 0 or dot_bound > acc_spec.max
-                or dot_bound >= 2 ** 24):
-            return None
-        dot = self.op(x.q.float(), p.weights, None)  # exact: every partial sum is an integer below 2^24
+        one_block = (acc_spec.block or fan_in) >= fan_in and p.acc_shift == 0 and dot_bound <= acc_spec.max
+        if one_block:
+            if dot_bound >= 2 ** 24:
+                return None
+            dot = self.op(x.q.float(), p.weights, None)  # exact: every partial sum is an integer below 2^24
+            n_block_saturated, as_output = 0, lambda t: t
+        else:
+            acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec, dot_bound)
+            dot = torch.from_numpy(acc)  # (N, O, L) int64
+            n_block_saturated, as_output = int(block_saturated.sum()), lambda t: self.output_like(t, x.q)
         layout = native_forward.runs_layout(dot)
         if layout is None:
             return None
         bias_int = p.bias.contiguous()
         largest_bias = p.largest_bias if p.largest_bias is not None else int(bias_int.abs().max())
-        fits = dot_bound + largest_bias <= acc_spec.max
+        fits = p.acc_shift == 0 and dot_bound + largest_bias <= acc_spec.max
         r = native_forward.fixed_post(dot, layout, bias_int, fits, acc_spec.min, acc_spec.max, -p.shift,
                                       ROUNDING_CODES[self.profile.requant.rounding], self.relu, p.act_min,
                                       p.act_max, p.out_qparams.scale, 2.0 ** -p.acc_frac)
-        high = r.high if r.any_high else None
-        low = r.low if r.any_low and not self.relu else None
+        high = as_output(r.high) if r.any_high else None
+        low = as_output(r.low) if r.any_low and not self.relu else None
         built = high is not None or low is not None or (self.relu and r.any_negative)
         n_saturated = r.n_high if self.relu else r.n_high_or_low
-        return r.q, r.exact, (r.inside if built else None, high, low), n_saturated, 0, (r.acc_low, r.acc_high)
+        masks = (as_output(r.inside) if built else None, high, low)
+        return (as_output(r.q), as_output(r.exact), masks, n_saturated, n_block_saturated,
+                (r.acc_low, r.acc_high))
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight

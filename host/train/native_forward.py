@@ -100,7 +100,7 @@ def _load():
         lib.cqtf_fixed_params.argtypes = [i64, ptr, ctypes.c_double, i32, ctypes.c_double, i64, i64, ptr,
                                           ctypes.c_double, i64, i64, ptr, ptr, ptr]
         lib.cqtf_fixed_post.restype = None
-        lib.cqtf_fixed_post.argtypes = [i64, i64, i64, ptr, ptr, i32, i64, i64, i32, i32, i32, i32, i32, f32,
+        lib.cqtf_fixed_post.argtypes = [i64, i64, i64, ptr, i32, ptr, i32, i64, i64, i32, i32, i32, i32, i32, f32,
                                         ctypes.c_double] + [ptr] * 8
         _library = lib
     return _library
@@ -161,10 +161,11 @@ def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], params: Int8Param
 def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tensor, fits: bool, acc_min: int,
                acc_max: int, out_shift: int, mode: int, relu: bool, act_min: int, act_max: int, out_scale: np.float32,
                acc_scale: float) -> FixedPostResult:
-    """A fixed-point profile's forward after the dot product (exact float32 integers below 2^24, without
-    the bias; the layout runs_layout(dot) gave): the bias (int64 per channel) added and saturated to
-    [acc_min, acc_max] unless `fits`, rounded by `mode` to the output format (out_shift > 0: a right
-    shift), clamped; masks and extremes as QuantLayer._fixed_post_numpy builds them."""
+    """A fixed-point profile's forward after the dot product (exact float32 integers below 2^24, or the
+    int64 accumulator a block-wise sum left; without the bias; the layout runs_layout(dot) gave): the
+    bias (int64 per channel) added and saturated to [acc_min, acc_max] unless `fits`, rounded by `mode`
+    to the output format (out_shift > 0: a right shift), clamped; masks and extremes as
+    QuantLayer._fixed_post_numpy builds them."""
     outer, channels, inner = layout
     shape, strides = dot.shape, dot.stride()
     q = torch.empty_strided(shape, strides, dtype=torch.int64)
@@ -172,10 +173,10 @@ def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tens
     inside, high, low, negative = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(4))
     stats = torch.empty(5, dtype=torch.int64)
     acc_range = torch.empty(2, dtype=torch.float64)
-    _load().cqtf_fixed_post(outer, channels, inner, dot.data_ptr(), bias.data_ptr(), int(fits), acc_min, acc_max,
-                            out_shift, mode, int(relu), act_min, act_max, out_scale, acc_scale, q.data_ptr(),
-                            exact.data_ptr(), inside.data_ptr(), high.data_ptr(), low.data_ptr(), negative.data_ptr(),
-                            stats.data_ptr(), acc_range.data_ptr())
+    _load().cqtf_fixed_post(outer, channels, inner, dot.data_ptr(), int(dot.dtype == torch.int64), bias.data_ptr(),
+                            int(fits), acc_min, acc_max, out_shift, mode, int(relu), act_min, act_max, out_scale,
+                            acc_scale, q.data_ptr(), exact.data_ptr(), inside.data_ptr(), high.data_ptr(),
+                            low.data_ptr(), negative.data_ptr(), stats.data_ptr(), acc_range.data_ptr())
     any_high, any_low, any_negative, n_high, n_high_or_low = stats.tolist()
     return FixedPostResult(q, exact, inside, high, low, bool(any_high), bool(any_low), bool(any_negative), n_high,
                            n_high_or_low, *acc_range.tolist())

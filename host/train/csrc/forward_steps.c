@@ -294,21 +294,14 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 
 enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW };
 
-/* dot: the dot products without the bias, exact integers below 2^24 in float32, laid out as in
- * cqtf_int8_post; bias: per channel, in accumulator units. Each element: acc = dot + bias (saturated
- * to [acc_min, acc_max] unless `fits`: the caller's bound says it cannot leave), pre = acc rounded
- * by `mode` to the output format (e = out_shift: a right shift by e > 0, a left one by -e), q =
- * pre clamped to [act_min, act_max], exact = q * out_scale. Masks: high (pre above act_max or the
- * accumulator at its top), low (pre below act_min or the accumulator at its bottom), negative (pre
- * below zero: a ReLU's dead zone), inside = none of high, `relu` ? negative : low. stats:
- * FX_ANY_HIGH / FX_ANY_LOW / FX_ANY_NEGATIVE (0 or 1), FX_HIGH and FX_HIGH_OR_LOW (counts).
- * acc_range: the least and largest dot + bias (before saturation) times acc_scale. */
-void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const float *restrict dot,
-                     const int64_t *restrict bias, int32_t fits, int64_t acc_min, int64_t acc_max, int32_t out_shift,
-                     int32_t mode, int32_t relu, int32_t act_min, int32_t act_max, float out_scale, double acc_scale,
-                     int64_t *restrict q, float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high,
-                     uint8_t *restrict low, uint8_t *restrict negative, int64_t *restrict stats,
-                     double *restrict acc_range)
+/* The element loop of cqtf_fixed_post: dot is float32 (exact integers) or, with int64_acc, int64 (an
+ * accumulator already summed block by block); a constant in each inlined instance. */
+static inline void fixed_post_all(int64_t outer, int64_t n_channels, int64_t inner, const void *restrict dot,
+                                  int int64_acc, const int64_t *restrict bias, int32_t fits, int64_t acc_min,
+                                  int64_t acc_max, int32_t out_shift, int32_t mode, int32_t relu, int32_t act_min,
+                                  int32_t act_max, float out_scale, int64_t *restrict q, float *restrict exact,
+                                  uint8_t *restrict inside, uint8_t *restrict high, uint8_t *restrict low,
+                                  uint8_t *restrict negative, int64_t *restrict stats, int64_t *restrict biased_range)
 {
     int64_t o, c, i, k = 0;
     int64_t lowest_biased = INT64_MAX, highest_biased = INT64_MIN, n_high = 0, n_high_or_low = 0;
@@ -319,7 +312,8 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const flo
             const int64_t b = bias[c];
 
             for (i = 0; i < inner; i++, k++) {
-                const int64_t biased = (int64_t)dot[k] + b;
+                const int64_t sum = int64_acc ? ((const int64_t *)dot)[k] : (int64_t)((const float *)dot)[k];
+                const int64_t biased = sum + b;
                 const int64_t saturated = biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased);
                 const int64_t acc = fits ? biased : saturated;
                 const int64_t pre = round_shift_fast(acc, out_shift, mode);
@@ -350,8 +344,38 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const flo
     stats[FX_ANY_NEGATIVE] = any_negative;
     stats[FX_HIGH] = n_high;
     stats[FX_HIGH_OR_LOW] = n_high_or_low;
-    acc_range[0] = (double)lowest_biased * acc_scale;
-    acc_range[1] = (double)highest_biased * acc_scale;
+    biased_range[0] = lowest_biased;
+    biased_range[1] = highest_biased;
+}
+
+/* dot: the dot products without the bias, laid out as in cqtf_int8_post: exact integers below 2^24
+ * in float32, or (int64_acc) the int64 accumulator a block-wise sum left; bias: per channel, in
+ * accumulator units. Each element: acc = dot + bias (saturated to [acc_min, acc_max] unless `fits`:
+ * the caller's bound says it cannot leave), pre = acc rounded by `mode` to the output format (e =
+ * out_shift: a right shift by e > 0, a left one by -e), q = pre clamped to [act_min, act_max], exact
+ * = q * out_scale. Masks: high (pre above act_max or the accumulator at its top), low (pre below
+ * act_min or the accumulator at its bottom), negative (pre below zero: a ReLU's dead zone), inside =
+ * none of high, `relu` ? negative : low. stats: FX_ANY_HIGH / FX_ANY_LOW / FX_ANY_NEGATIVE (0 or 1),
+ * FX_HIGH and FX_HIGH_OR_LOW (counts). acc_range: the least and largest dot + bias (before
+ * saturation) times acc_scale. */
+void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const void *restrict dot, int32_t int64_acc,
+                     const int64_t *restrict bias, int32_t fits, int64_t acc_min, int64_t acc_max, int32_t out_shift,
+                     int32_t mode, int32_t relu, int32_t act_min, int32_t act_max, float out_scale, double acc_scale,
+                     int64_t *restrict q, float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high,
+                     uint8_t *restrict low, uint8_t *restrict negative, int64_t *restrict stats,
+                     double *restrict acc_range)
+{
+    int64_t biased_range[2];
+
+    if (int64_acc) {
+        fixed_post_all(outer, n_channels, inner, dot, 1, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
+                       act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
+    } else {
+        fixed_post_all(outer, n_channels, inner, dot, 0, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
+                       act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
+    }
+    acc_range[0] = (double)biased_range[0] * acc_scale;
+    acc_range[1] = (double)biased_range[1] * acc_scale;
 }
 
 /* ---- A fixed-point layer's integers (the numpy twin: QuantLayer.fixed_params' arrays) ---- */
