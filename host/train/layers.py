@@ -562,22 +562,16 @@ class QuantLayer(nn.Module):
         q, exact, masks, n_saturated, n_block_saturated, acc_range = post
         w_ste = self._weight_ste(p.weight_frac, weight)
         w_fake = w_ste + (p.weights * 2.0 ** -p.weight_frac - w_ste).detach()
-        if self.training:  # the shadow's range, from the unsaturated biased accumulator
-            self.observer.observe_range(*(self._act_of(v) for v in acc_range))
-        self._count_health(q.numel(), n_saturated, n_block_saturated, p.weights)
-        value = ExactWithShadowGradient.apply([exact], x.value, w_fake, bias, *masks, self)
-        return QAct(value, q, p.out_qparams)
+        return self._output(x, w_fake, bias, p.weights, p.out_qparams, q, [exact], masks, n_saturated,
+                            n_block_saturated, acc_range)
 
     def _fixed_post_numpy(self, x: QAct, p: FixedParams, acc_spec, dot_bound: int):
         """The fixed-point forward from the dot product on (the reference of _fixed_post_native): q, exact,
         the gradient masks (inside, high, low), how many outputs and block sums saturated, and the
         accumulator's range in real units."""
         acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec, dot_bound)
-        bias_int = p.bias.numpy()
-        biased = acc + bias_int[None, :, None]
-        # an unshifted accumulator that holds any dot product plus the bias needs no clamp (one pass fewer)
-        fits = p.acc_shift == 0 and dot_bound + int(np.abs(bias_int).max(initial=0)) <= acc_spec.max
-        acc = biased if fits else saturate(biased, acc_spec.bits)
+        biased = acc + p.bias.numpy()[None, :, None]
+        acc = biased if self._accumulator_fits(p, acc_spec, dot_bound) else saturate(biased, acc_spec.bits)
         pre = round_shift(acc, -p.shift, self.profile.requant.rounding)
         out = np.clip(pre, p.act_min, p.act_max)
         q = self.output_like(torch.from_numpy(out), x.q)
@@ -601,6 +595,13 @@ class QuantLayer(nn.Module):
         return (q, exact, (inside, high, low), n_saturated, int(block_saturated.sum()),
                 _channel_range(biased, 2.0 ** -p.acc_frac))
 
+    @staticmethod
+    def _accumulator_fits(p: FixedParams, acc_spec, dot_bound: int) -> bool:
+        """Whether an unshifted accumulator holds any dot product plus the bias: then the saturation after
+        adding the bias is a no-op, and both post steps skip it (a pass fewer)."""
+        largest_bias = p.largest_bias if p.largest_bias is not None else int(p.bias.abs().max())
+        return p.acc_shift == 0 and dot_bound + largest_bias <= acc_spec.max
+
     def _fixed_post_native(self, x: QAct, p: FixedParams, acc_spec, dot_bound: int):
         """_fixed_post_numpy in one compiled pass (train/native_forward.py): from the float32 dot product
         where it is one exact block that cannot saturate the accumulator, else from the accumulator
@@ -620,10 +621,8 @@ class QuantLayer(nn.Module):
         layout = native_forward.runs_layout(dot)
         if layout is None:
             return None
-        bias_int = p.bias.contiguous()
-        largest_bias = p.largest_bias if p.largest_bias is not None else int(bias_int.abs().max())
-        fits = p.acc_shift == 0 and dot_bound + largest_bias <= acc_spec.max
-        r = native_forward.fixed_post(dot, layout, bias_int, fits, acc_spec.min, acc_spec.max, -p.shift,
+        fits = self._accumulator_fits(p, acc_spec, dot_bound)
+        r = native_forward.fixed_post(dot, layout, p.bias.contiguous(), fits, acc_spec.min, acc_spec.max, -p.shift,
                                       ROUNDING_CODES[self.profile.requant.rounding], self.relu, p.act_min,
                                       p.act_max, p.out_qparams.scale, 2.0 ** -p.acc_frac)
         high = as_output(r.high) if r.any_high else None
@@ -694,8 +693,8 @@ class QuantLayer(nn.Module):
         # Gradient of a float shadow: straight-through on weight rounding, zero where saturated.
         w_scales = torch.from_numpy(p.weight_scales).reshape((-1,) + (1,) * (weight.dim() - 1))
         w_fake = weight + (p.weights * w_scales - weight).detach()
-        return self._int8_output(x, w_fake, bias, p.weights, p.out_qparams, q, [exact], (inside, high, low),
-                                 n_saturated, acc_range)
+        return self._output(x, w_fake, bias, p.weights, p.out_qparams, q, [exact], (inside, high, low),
+                            n_saturated, 0, acc_range)
 
     def _native_forward(self, x: QAct, weight: torch.Tensor, bias: torch.Tensor) -> QAct | None:
         """_quantized_forward with the compiled integer steps (train/native_forward.py); None where they
@@ -712,8 +711,8 @@ class QuantLayer(nn.Module):
         r = native_forward.int8_post(dot, layout, n, self._native_mode(), out_qparams.zero_point, act_min, act_max,
                                      out_qparams.scale)
         masks, n_saturated = self._native_masks(r)
-        return self._int8_output(x, weight, bias, n.weights, out_qparams, r.q, [r.exact, n.weight_fake], masks,
-                                 n_saturated, (r.acc_low, r.acc_high))
+        return self._output(x, weight, bias, n.weights, out_qparams, r.q, [r.exact, n.weight_fake], masks,
+                            n_saturated, 0, (r.acc_low, r.acc_high))
 
     def _native_mode(self) -> int:
         requant = self.profile.requant
@@ -728,14 +727,15 @@ class QuantLayer(nn.Module):
         n_saturated = (r.n_high if high is not None else 0) + (r.n_low if low is not None else 0)
         return (inside, high, low), n_saturated
 
-    def _int8_output(self, x: QAct, w_fake, bias, weights, out_qparams: QParams, q, shadow: list, masks,
-                     n_saturated: int, acc_range: tuple[float, float]) -> QAct:
-        """The layer's output: exact forward values, the shadow's gradient through w_fake (straight-through
-        on weight rounding) masked where saturated; observer and health counters updated. shadow: as
-        ExactWithShadowGradient takes it."""
-        if self.training:  # the shadow's range: the accumulator in real units (equal up to bias rounding)
+    def _output(self, x: QAct, w_fake, bias, weights, out_qparams: QParams, q, shadow: list, masks,
+                n_saturated: int, n_block_saturated: int, acc_range: tuple[float, float]) -> QAct:
+        """A quantized layer's output (int8 and fixed point): exact forward values, the shadow's gradient
+        through w_fake (straight-through on weight rounding) masked where saturated; observer and health
+        counters updated. shadow: as ExactWithShadowGradient takes it; acc_range: the unsaturated
+        accumulator's range in real units (the shadow's pre-activation, equal up to bias rounding)."""
+        if self.training:
             self.observer.observe_range(*(self._act_of(v) for v in acc_range))
-        self._count_health(q.numel(), n_saturated, 0, weights)
+        self._count_health(q.numel(), n_saturated, n_block_saturated, weights)
         value = ExactWithShadowGradient.apply(shadow, x.value, w_fake, bias, *masks, self)
         return QAct(value, q, out_qparams)
 
