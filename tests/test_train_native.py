@@ -11,9 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cqtf.profile import PRESETS, Accumulator, Requant, Requantizer, Rounding, get_profile
+from cqtf.fixedpoint import round_shift
+from cqtf.profile import PRESETS, ROUNDING_CODES, Accumulator, Requant, Requantizer, Rounding, get_profile
+from cqtf.reference_fixed import accumulate
 from cqtf.train import native_forward
-from cqtf.train.layers import FixedParams, IntegerParams, QAct, QParams, QuantConv2d, QuantLinear
+from cqtf.train.layers import (FixedParams, IntegerParams, QAct, QParams, QuantConv1d, QuantConv2d,
+                               QuantDepthwiseConv2d, QuantLinear)
 
 # Where gcc is present the library must build (a build error fails here instead of skipping every test).
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler for the compiled training steps")
@@ -298,3 +301,130 @@ def test_fixed_params_equal_numpy(preset, alpha, seed):
     assert torch.equal(got[0], want[0]) and got[0].shape == weight.shape
     assert torch.equal(got[1], want[1])
     assert got[2:] == want[2:]  # the largest |weight| and |bias|
+
+
+# ---- Block-wise accumulators (native_forward.block_accumulate; numpy twin QuantLayer._fixed_accumulator) ----
+
+def _walk(products: np.ndarray, block: int, acc_shift: int, mode: Rounding, bits: int):
+    """The device's accumulator over products (..., K), block by block as the profile documents it,
+    and whether any block sum or running sum saturated: an independent loop for the tests."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    acc = np.zeros(products.shape[:-1], dtype=np.int64)
+    clipped = np.zeros(acc.shape, dtype=bool)
+    for start in range(0, products.shape[-1], block):
+        s = round_shift(products[..., start: start + block].sum(-1), acc_shift, mode)
+        s_sat = np.clip(s, lo, hi)
+        running = np.clip(acc + s_sat, lo, hi)
+        clipped |= (s_sat != s) | (running != acc + s_sat)
+        acc = running
+    return acc, clipped
+
+
+def _accumulate_case(rng, grouped: bool, bits: int, acc_shift: int):
+    """Random weights (O, K) with zeros and columns (N, K, L), or grouped (N, O, K, L); N * L is not a
+    multiple of the C tile (64), and past one tile. Operands up to 8 bits, so narrow accumulators saturate."""
+    n, out_channels, fan_in, length = int(rng.integers(1, 6)), int(rng.integers(1, 7)), int(rng.integers(1, 40)), \
+        int(rng.integers(1, 50))
+    largest = int(rng.integers(1, 128))
+    weights = rng.integers(-largest, largest + 1, (out_channels, fan_in))
+    weights[rng.random(weights.shape) < 0.3] = 0  # zero weights are skipped by the C loops
+    cols_shape = (n, out_channels, fan_in, length) if grouped else (n, fan_in, length)
+    cols = rng.integers(-128, 128, cols_shape)
+    if grouped:
+        products = np.einsum("nokl,ok->nolk", cols, weights)
+    else:
+        products = np.einsum("nkl,ok->nolk", cols, weights)
+    return weights, cols, products
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+@pytest.mark.parametrize("block", [1, 3, 8, 200])  # 200: one block of the whole dot product
+@pytest.mark.parametrize("acc_shift", [0, 1, 3])
+def test_block_accumulate_equals_walk(mode, block, acc_shift):
+    """Block sums rounded by acc_shift in every mode, saturated, running sums saturated: the compiled
+    accumulator equals an independent walk, and the firmware twin's value (reference_fixed.accumulate),
+    grouped (depthwise) or not, for 8-, 16- and 31-bit accumulators; the saturation count too, and the
+    requested memory order."""
+    rng = np.random.default_rng(hash((mode.value, block, acc_shift)) % 2 ** 32)
+    for grouped in (False, True):
+        for bits in (8, 16, 31):
+            weights, cols, products = _accumulate_case(rng, grouped, bits, acc_shift)
+            n, out_channels, length = products.shape[:3]
+            strides = [(out_channels * length, length, 1), (length * out_channels, 1, out_channels)][bits % 2]
+            assert native_forward.block_fits(block, weights.shape[1], 127, 128, acc_shift, bits)
+            acc, n_clipped = native_forward.block_accumulate(
+                torch.from_numpy(weights), native_forward.accumulator_columns(torch.from_numpy(cols).double()), n,
+                length, block, acc_shift, ROUNDING_CODES[mode], -(1 << (bits - 1)), (1 << (bits - 1)) - 1, strides)
+            want, clipped = _walk(products, block, acc_shift, mode, bits)
+            assert acc.stride() == strides
+            np.testing.assert_array_equal(acc.numpy(), want)
+            assert n_clipped == int(clipped.sum())
+            profile = dataclasses.replace(get_profile("fixed8"),
+                                          accumulator=Accumulator(bits, block=block, block_rounding=mode))
+            firmware = accumulate(products.transpose(0, 2, 1, 3), np.zeros(out_channels), acc_shift, profile)
+            np.testing.assert_array_equal(acc.numpy(), firmware.transpose(0, 2, 1))  # (N, L, O) -> (N, O, L)
+
+
+def test_block_accumulate_golden():
+    """Hand-worked 8-bit accumulators, blocks of one: 100, 100 (127, clipped), -100, -100, -100 (-128,
+    clipped), 28 -> -100, saturated; 50, -50, 20, 0, 0, 0 -> 20, not saturated; blocks of two, shift 1
+    half up: (3 + 2) / 2 -> 3 (2.5 up), (-3 - 2) / 2 -> -2 (-2.5 up), (1 + 0) / 2 -> 1: 2."""
+    weights = torch.tensor([[1, 1, 1, 1, 1, 1]])
+    cols = torch.tensor([[[100, 50], [100, -50], [-100, 20], [-100, 0], [-100, 0], [28, 0]]]).double()  # (1, K, L)
+    acc, n_clipped = native_forward.block_accumulate(weights, native_forward.accumulator_columns(cols), 1, 2, 1, 0,
+                                                     ROUNDING_CODES[Rounding.HALF_UP], -128, 127, (2, 2, 1))
+    assert acc.tolist() == [[[-100, 20]]] and n_clipped == 1
+    cols = torch.tensor([[[3], [2], [-3], [-2], [1], [0]]]).double()
+    acc, n_clipped = native_forward.block_accumulate(weights, native_forward.accumulator_columns(cols), 1, 1, 2, 1,
+                                                     ROUNDING_CODES[Rounding.HALF_UP], -128, 127, (1, 1, 1))
+    assert acc.tolist() == [[[2]]] and n_clipped == 0
+
+
+def test_block_fits_bounds():
+    """int32 arithmetic holds: |block sum| + 2^acc_shift below 2^31, a right shift of 0..30, at most 31 bits."""
+    assert native_forward.block_fits(1, 10, 1, 2 ** 31 - 1 - 8, 3, 16)  # block sum bound + 2^3 = 2^31 - 1
+    assert not native_forward.block_fits(1, 10, 1, 2 ** 31 - 8, 3, 16)  # = 2^31
+    assert native_forward.block_fits(64, 10, 2 ** 24, 2 ** 3, 0, 16)  # the block is the fan-in (10), not 64
+    assert not native_forward.block_fits(64, 16, 2 ** 24, 2 ** 3, 0, 16)
+    assert not native_forward.block_fits(1, 10, 1, 1, 0, 32)
+    assert not native_forward.block_fits(1, 10, 1, 1, 31, 16)
+    assert not native_forward.block_fits(1, 10, 1, 1, -1, 16)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv1d", "depthwise", "linear"])
+@pytest.mark.parametrize("preset", ["fixed8-acc16", "fixed8-blk32"])
+@pytest.mark.parametrize("acc_shift", [0, 2, 5])
+def test_layer_accumulator_native_equals_numpy(kind, preset, acc_shift):
+    """A layer's compiled accumulator (QuantLayer._native_accumulator) equals the numpy one
+    (_fixed_accumulator): values, saturation count and memory order (the gradient's float sums follow
+    it), with padding and stride; and declines 16-bit operands whose block sums pass int32."""
+    torch.manual_seed(acc_shift)
+    layer, shape = {
+        "conv": (QuantConv2d(4, 8, 3, 2, 1), (3, 4, 9, 7)),
+        "conv1d": (QuantConv1d(5, 6, 7, 2, 3), (4, 5, 1, 37)),
+        "depthwise": (QuantDepthwiseConv2d(6, 3, 1, 1), (2, 6, 9, 8)),
+        "linear": (QuantLinear(70, 7), (5, 70)),
+    }[kind]
+    layer.profile = get_profile(preset)
+    acc_spec = layer.profile.accumulator
+    fan_in = layer.inner.weight.shape[1:].numel()
+    saturated = 0
+    for largest in (3, 40, 127, None):  # None: every product 127 * 127, the sums run to the top
+        w = torch.randint(-largest, largest + 1, layer.inner.weight.shape).float() if largest else \
+            torch.full(layer.inner.weight.shape, 127.0)
+        xq = torch.randint(-128, 128, shape) if largest else torch.full(shape, 127)
+        largest = largest or 127
+        p = FixedParams(w, 5, torch.zeros(w.shape[0], dtype=torch.int64), 5, acc_shift, 0, QParams(1.0, 0), -127,
+                        127, largest, 0)
+        want, clipped = layer._fixed_accumulator(xq, p, acc_spec, layer._dot_bound(w, largest))
+        got = layer._native_accumulator(xq, p, acc_spec, fan_in)
+        assert got is not None
+        assert got[0].stride() == torch.from_numpy(want).stride()
+        np.testing.assert_array_equal(got[0].numpy(), want)
+        assert got[1] == int(clipped.sum())
+        saturated += got[1]
+    assert saturated > 0 or fan_in * 127 * 127 >> acc_shift <= acc_spec.max  # saturates wherever it can
+    wide = dataclasses.replace(layer.profile, activations=dataclasses.replace(layer.profile.activations, total_bits=16))
+    layer.profile = dataclasses.replace(wide, accumulator=Accumulator(31, block=fan_in))
+    p = dataclasses.replace(p, weights=torch.full_like(w, 2 ** 15 - 1), largest_weight=2 ** 15 - 1)
+    assert layer._native_accumulator(xq, p, layer.profile.accumulator, fan_in) is None

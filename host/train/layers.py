@@ -615,9 +615,12 @@ class QuantLayer(nn.Module):
             dot = self.op(x.q.float(), p.weights, None)  # exact: every partial sum is an integer below 2^24
             n_block_saturated, as_output = 0, lambda t: t
         else:
-            acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec, dot_bound)
-            dot = torch.from_numpy(acc)  # (N, O, L) int64
-            n_block_saturated, as_output = int(block_saturated.sum()), lambda t: self.output_like(t, x.q)
+            native = self._native_accumulator(x.q, p, acc_spec, fan_in)
+            if native is None:
+                acc, block_saturated = self._fixed_accumulator(x.q, p, acc_spec, dot_bound)
+                native = torch.from_numpy(acc), int(block_saturated.sum())
+            dot, n_block_saturated = native  # (N, O, L) int64
+            as_output = lambda t: self.output_like(t, x.q)
         layout = native_forward.runs_layout(dot)
         if layout is None:
             return None
@@ -632,6 +635,27 @@ class QuantLayer(nn.Module):
         masks = (as_output(r.inside) if built else None, high, low)
         return (as_output(r.q), as_output(r.exact), masks, n_saturated, n_block_saturated,
                 (r.acc_low, r.acc_high))
+
+    def _native_accumulator(self, xq: torch.Tensor, p: FixedParams, acc_spec, fan_in: int):
+        """_fixed_accumulator's block-wise sums compiled (native_forward.block_accumulate): the (N, O, L)
+        int64 accumulator and how many outputs saturated, or None where its int32 bounds do not hold.
+        The accumulator's memory order is the numpy path's (the gradient's float sums follow it)."""
+        largest = p.largest_weight if p.largest_weight is not None else int(p.weights.abs().max())
+        block = acc_spec.block or fan_in
+        if not native_forward.block_fits(block, fan_in, largest, self._input_code_bound(), p.acc_shift,
+                                         acc_spec.bits):
+            return None
+        cols = self.device_columns(xq)  # (N, K, L) or depthwise (N, C, K, L)
+        n, length = cols.shape[0], cols.shape[-1]
+        out_channels = p.weights.shape[0]
+        grouped = cols.dim() == 4
+        if block < fan_in and p.acc_shift == 0 and not grouped:  # _exact_partial_sums: over (N, L, O) memory
+            strides = (length * out_channels, 1, out_channels)
+        else:  # _saturating_accumulate: contiguous
+            strides = (out_channels * length, length, 1)
+        return native_forward.block_accumulate(
+            self.device_weights(p.weights), native_forward.accumulator_columns(cols), n, length, block,
+            p.acc_shift, ROUNDING_CODES[acc_spec.block_rounding], acc_spec.min, acc_spec.max, strides)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight

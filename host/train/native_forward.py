@@ -102,6 +102,9 @@ def _load():
         lib.cqtf_fixed_post.restype = None
         lib.cqtf_fixed_post.argtypes = [i64, i64, i64, ptr, i32, ptr, i32, i64, i64, i32, i32, i32, i32, i32, f32,
                                         ctypes.c_double] + [ptr] * 8
+        lib.cqtf_block_accumulate.restype = i64
+        lib.cqtf_block_accumulate.argtypes = [i64, i64, i64, i64, i32, ptr, ptr, i64, i64, i32, i32, i32, i32,
+                                              i64, i64, i64, ptr]
         _library = lib
     return _library
 
@@ -195,3 +198,49 @@ def fixed_params(weight: torch.Tensor, bias: torch.Tensor, w_scale: float, pot_m
                               acc_scale, acc_min, acc_max, weights.data_ptr(), bias_int.data_ptr(), bounds.data_ptr())
     largest_weight, largest_bias = bounds.tolist()
     return weights, bias_int, largest_weight, largest_bias
+
+
+ACC_TILE = 64  # forward_steps.c: outputs per tile; the columns' padded length is a multiple of it
+BLOCK_SUM_LIMIT = 2 ** 31  # |block sum| + 2^acc_shift below it: the block sums and their rounding stay int32
+
+
+def accumulator_columns(cols: torch.Tensor) -> torch.Tensor:
+    """(N, K, L) or grouped (N, G, K, L) input columns (exact integers) as cqtf_block_accumulate
+    reads them: int32 (G, K, m_pad), column m = n * L + l, zero past N * L up to a multiple of
+    ACC_TILE."""
+    grouped = cols.dim() == 4
+    n, length = cols.shape[0], cols.shape[-1]
+    k = cols.shape[-2]
+    g = cols.shape[1] if grouped else 1
+    outputs = n * length
+    m_pad = -(-outputs // ACC_TILE) * ACC_TILE
+    out = torch.empty((g, k, m_pad), dtype=torch.int32)
+    out[..., outputs:] = 0
+    by_channel = cols.permute(1, 2, 0, 3) if grouped else cols.permute(1, 0, 2)[None]  # (G, K, N, L)
+    out[..., :outputs].unflatten(-1, (n, length)).copy_(by_channel)
+    return out
+
+
+def block_accumulate(weights: torch.Tensor, columns: torch.Tensor, batch: int, length: int, block: int,
+                     acc_shift: int, mode: int, acc_min: int, acc_max: int,
+                     strides: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+    """The device's block-wise accumulator before the bias (QuantLayer._fixed_accumulator's twin):
+    weights (O, K) exact integers in device order, columns from accumulator_columns (grouped when it
+    holds O channels' columns), each block of `block` products summed exactly, rounded by acc_shift
+    (`mode`: a ROUNDING_CODES value), saturated to [acc_min, acc_max], the running sum saturated after
+    each block. Returns the (N, O, L) int64 accumulator, laid out in memory by `strides` (elements:
+    n, o, l), and how many outputs saturated somewhere. The caller checks the bounds (block_fits)."""
+    out_channels, fan_in = weights.shape
+    w = weights.to(torch.int32).contiguous()
+    acc = torch.empty_strided((batch, out_channels, length), strides, dtype=torch.int64)
+    n_clipped = _load().cqtf_block_accumulate(out_channels, fan_in, batch, length, int(columns.shape[0] > 1),
+                                              w.data_ptr(), columns.data_ptr(), columns.shape[-1], block, acc_shift,
+                                              mode, acc_min, acc_max, *strides, acc.data_ptr())
+    return acc, n_clipped
+
+
+def block_fits(block: int, fan_in: int, largest_weight: int, largest_input: int, acc_shift: int, acc_bits: int) -> bool:
+    """Whether cqtf_block_accumulate's int32 arithmetic holds the layer: block sums and their rounding
+    below 2^31, a right shift of 0..30, an accumulator of at most 31 bits."""
+    block_bound = min(block, fan_in) * largest_weight * largest_input
+    return 0 <= acc_shift <= 30 and acc_bits <= 31 and block_bound + (1 << acc_shift) < BLOCK_SUM_LIMIT

@@ -437,3 +437,196 @@ void cqtf_fixed_params(int64_t n_weights, const float *restrict weight, double w
         bounds[1] = magnitude > bounds[1] ? magnitude : bounds[1];
     }
 }
+
+/* ---- Block-wise accumulators (the numpy twin: QuantLayer._fixed_accumulator) ---- */
+
+/* Outputs are computed in tiles of ACC_TILE (the caller pads the columns to a multiple): loops of
+ * a constant trip count over int32 arrays, which gcc vectorizes at -O2. */
+#define ACC_TILE 64
+
+/* The element loops vectorize only once `mode` is a constant in them: these must be inlined. */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif
+
+/* floor(x / 2^e), 0 <= e <= 31, well defined in C99 (gcc: one arithmetic shift). */
+ALWAYS_INLINE int32_t asr32(int32_t x, int32_t e)
+{
+    return x >= 0 ? (int32_t)(x >> e) : (int32_t)~(~x >> e);
+}
+
+#define NO_SHIFT (-1) /* round_shift32's mode where e = 0 */
+
+/* cqtf_round_shift(x, e, mode) for 0 < e <= 30 and |x| + 2^e < 2^31 (the caller's bound), without
+ * branches on x: half to even adds 2^(e-1) - 1 plus the floor quotient's lowest bit. */
+ALWAYS_INLINE int32_t round_shift32(int32_t x, int32_t e, int32_t mode)
+{
+    const int32_t half = e > 0 ? (int32_t)1 << (e - 1) : 0;
+
+    switch (mode) {
+    case NO_SHIFT:
+        return x;
+    case CQTF_ROUND_FLOOR:
+        return asr32(x, e);
+    case CQTF_ROUND_CEIL:
+        return -asr32(-x, e);
+    case CQTF_ROUND_HALF_AWAY:
+        return asr32(x + half - (x < 0), e);
+    case CQTF_ROUND_HALF_EVEN:
+        return asr32(x + half - 1 + (asr32(x, e) & 1), e);
+    default: /* CQTF_ROUND_HALF_UP */
+        return asr32(x + half, e);
+    }
+}
+
+/* One block's sums, each rounded by e and saturated, added to the running sums and saturated;
+ * clipped[t] |= whether either saturation changed a value. */
+ALWAYS_INLINE void add_block(int32_t *restrict running, int32_t *restrict clipped, const int32_t *restrict sums,
+                             int32_t e, int32_t mode, int32_t lo, int32_t hi)
+{
+    int32_t t;
+
+    for (t = 0; t < ACC_TILE; t++) {
+        const int32_t s = round_shift32(sums[t], e, mode);
+        const int32_t s_sat = s < lo ? lo : (s > hi ? hi : s);
+        const int32_t r = running[t] + s_sat;
+        const int32_t r_sat = r < lo ? lo : (r > hi ? hi : r);
+
+        clipped[t] |= (s_sat != s) | (r_sat != r);
+        running[t] = r_sat;
+    }
+}
+
+/* add_block of single products w * row[t] (blocks of one: no sums array, one pass). */
+ALWAYS_INLINE void add_products(int32_t *restrict running, int32_t *restrict clipped, const int32_t *restrict row,
+                                int32_t w, int32_t e, int32_t mode, int32_t lo, int32_t hi)
+{
+    int32_t t;
+
+    for (t = 0; t < ACC_TILE; t++) {
+        const int32_t s = round_shift32(w * row[t], e, mode);
+        const int32_t s_sat = s < lo ? lo : (s > hi ? hi : s);
+        const int32_t r = running[t] + s_sat;
+        const int32_t r_sat = r < lo ? lo : (r > hi ? hi : r);
+
+        clipped[t] |= (s_sat != s) | (r_sat != r);
+        running[t] = r_sat;
+    }
+}
+
+/* The running sums of one channel over one tile of outputs: blocks of `block` products (the last
+ * one shorter; zero products would add nothing), products w[k] * cols[k * stride + t]. */
+ALWAYS_INLINE void accumulate_tile(const int32_t *restrict w, const int32_t *restrict cols, int64_t stride,
+                                   int64_t fan_in, int64_t block, int32_t e, int32_t mode, int32_t lo, int32_t hi,
+                                   int32_t *restrict running, int32_t *restrict clipped)
+{
+    int32_t sums[ACC_TILE];
+    int64_t j, k, t;
+
+    for (t = 0; t < ACC_TILE; t++) {
+        running[t] = 0;
+        clipped[t] = 0;
+    }
+    for (j = 0; j < fan_in; j += block) {
+        const int64_t end = j + block < fan_in ? j + block : fan_in;
+        int any = 0;
+
+        if (block == 1) {
+            if (w[j] != 0) { /* a zero product leaves the running sum as it is */
+                add_products(running, clipped, cols + j * stride, w[j], e, mode, lo, hi);
+            }
+            continue;
+        }
+        for (t = 0; t < ACC_TILE; t++) {
+            sums[t] = 0;
+        }
+        for (k = j; k < end; k++) {
+            const int32_t wk = w[k];
+            const int32_t *restrict row = cols + k * stride;
+
+            if (wk == 0) { /* power-of-two and pruned weights: zeros are common */
+                continue;
+            }
+            any = 1;
+            for (t = 0; t < ACC_TILE; t++) {
+                sums[t] += wk * row[t];
+            }
+        }
+        if (any) { /* an all-zero block adds a zero sum */
+            add_block(running, clipped, sums, e, mode, lo, hi);
+        }
+    }
+}
+
+/* The tiles of every channel (see cqtf_block_accumulate); `mode` a constant in each inlined instance
+ * (NO_SHIFT: acc_shift 0), so the element loops have no switch and vectorize. */
+ALWAYS_INLINE int64_t accumulate_all(int64_t out_channels, int64_t fan_in, int64_t batch, int64_t length,
+                                     int32_t grouped, const int32_t *restrict weights, const int32_t *restrict cols,
+                                     int64_t m_pad, int64_t block, int32_t acc_shift, int32_t mode, int32_t acc_min,
+                                     int32_t acc_max, int64_t stride_n, int64_t stride_o, int64_t stride_l,
+                                     int64_t *restrict acc)
+{
+    const int64_t outputs = batch * length;
+    int32_t running[ACC_TILE], clipped[ACC_TILE];
+    int64_t o, m0, t, n_clipped = 0;
+
+    for (o = 0; o < out_channels; o++) {
+        const int32_t *w = weights + o * fan_in;
+        const int32_t *channel_cols = cols + (grouped ? o * fan_in * m_pad : 0);
+        int64_t n = 0, l = 0; /* output m = n * length + l, stepped along (no division per output) */
+
+        for (m0 = 0; m0 < outputs; m0 += ACC_TILE) {
+            const int64_t count = outputs - m0 < ACC_TILE ? outputs - m0 : ACC_TILE;
+
+            accumulate_tile(w, channel_cols + m0, m_pad, fan_in, block, acc_shift, mode, acc_min, acc_max, running,
+                            clipped);
+            for (t = 0; t < count; t++) {
+                acc[n * stride_n + o * stride_o + l * stride_l] = running[t];
+                n_clipped += clipped[t] != 0;
+                if (++l == length) {
+                    l = 0;
+                    n++;
+                }
+            }
+        }
+    }
+    return n_clipped;
+}
+
+/* The device's accumulator before the bias, every output of a conv or linear layer: weights (O,
+ * fan_in) int32 in device order; cols (G, fan_in, m_pad) int32, the input column of output m = n *
+ * length + l (m < batch * length; m_pad a multiple of ACC_TILE, pad columns zero), G = 1, or O
+ * (grouped: channel o reads cols[o], a depthwise layer). Each block sum of `block` exact products
+ * is rounded by acc_shift (`mode`) and saturated to [acc_min, acc_max], the running sum saturated
+ * after each block. Writes acc[n * stride_n + o * stride_o + l * stride_l] (int64) and returns how
+ * many outputs saturated somewhere. The caller's bounds: |block sum| + 2^acc_shift < 2^31,
+ * 0 <= acc_shift <= 30, and the accumulator at most 31 bits (a sum of two running values fits int32). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default"))) /* AVX2 where the CPU has it: 8 int32 lanes */
+#endif
+int64_t cqtf_block_accumulate(int64_t out_channels, int64_t fan_in, int64_t batch, int64_t length, int32_t grouped,
+                              const int32_t *restrict weights, const int32_t *restrict cols, int64_t m_pad,
+                              int64_t block, int32_t acc_shift, int32_t mode, int32_t acc_min, int32_t acc_max,
+                              int64_t stride_n, int64_t stride_o, int64_t stride_l, int64_t *restrict acc)
+{
+#define ACCUMULATE(m) accumulate_all(out_channels, fan_in, batch, length, grouped, weights, cols, m_pad, block, \
+                                     acc_shift, (m), acc_min, acc_max, stride_n, stride_o, stride_l, acc)
+    if (acc_shift == 0) {
+        return ACCUMULATE(NO_SHIFT);
+    }
+    switch (mode) {
+    case CQTF_ROUND_FLOOR:
+        return ACCUMULATE(CQTF_ROUND_FLOOR);
+    case CQTF_ROUND_CEIL:
+        return ACCUMULATE(CQTF_ROUND_CEIL);
+    case CQTF_ROUND_HALF_AWAY:
+        return ACCUMULATE(CQTF_ROUND_HALF_AWAY);
+    case CQTF_ROUND_HALF_EVEN:
+        return ACCUMULATE(CQTF_ROUND_HALF_EVEN);
+    default:
+        return ACCUMULATE(CQTF_ROUND_HALF_UP);
+    }
+#undef ACCUMULATE
+}
