@@ -3,6 +3,8 @@ an int8 layer's integers from float parameters, and requantize / clamp / masks /
 the accumulator (int8) or the dot product (fixed point), on random values, ties, saturation, every
 rounding and the layouts the training forward produces."""
 import dataclasses
+import os
+import platform
 import shutil
 
 import numpy as np
@@ -172,7 +174,7 @@ def test_params_equal_integer_params(conv, seed):
                           want.weight_scales.astype(np.float64) * float(in_qparams.scale))
 
 
-@pytest.mark.parametrize("preset", ["int8", "int8-single", "fixed8", "pot4"])
+@pytest.mark.parametrize("preset", ["int8", "int8-single", "fixed8", "pot4", "fixed8-acc16", "fixed8-blk32"])
 def test_training_step_equals_numpy_steps(monkeypatch, preset):
     """A few quantized training steps of a zoo model give the same parameters and observer state with
     and without the compiled steps (compared bit for bit)."""
@@ -337,14 +339,22 @@ def _accumulate_case(rng, grouped: bool, bits: int, acc_shift: int):
     return weights, cols, products
 
 
+def _block_accumulate(weights, cols, block, acc_shift, mode, bits, strides, largest_product=127 * 128):
+    return native_forward.block_accumulate(torch.as_tensor(weights), torch.as_tensor(cols).float(), block, acc_shift,
+                                           ROUNDING_CODES[mode], -(1 << (bits - 1)), (1 << (bits - 1)) - 1,
+                                           largest_product, strides)
+
+
 @pytest.mark.parametrize("mode", list(Rounding))
 @pytest.mark.parametrize("block", [1, 3, 8, 200])  # 200: one block of the whole dot product
 @pytest.mark.parametrize("acc_shift", [0, 1, 3])
-def test_block_accumulate_equals_walk(mode, block, acc_shift):
+@pytest.mark.parametrize("avx2", ["1", "0"])  # 16-bit, blocks of one, no shift: the AVX2 loop where there is one
+def test_block_accumulate_equals_walk(monkeypatch, mode, block, acc_shift, avx2):
     """Block sums rounded by acc_shift in every mode, saturated, running sums saturated: the compiled
     accumulator equals an independent walk, and the firmware twin's value (reference_fixed.accumulate),
     grouped (depthwise) or not, for 8-, 16- and 31-bit accumulators; the saturation count too, and the
     requested memory order."""
+    monkeypatch.setenv("CQTF_NATIVE_AVX2", avx2)
     rng = np.random.default_rng(hash((mode.value, block, acc_shift)) % 2 ** 32)
     for grouped in (False, True):
         for bits in (8, 16, 31):
@@ -352,9 +362,7 @@ def test_block_accumulate_equals_walk(mode, block, acc_shift):
             n, out_channels, length = products.shape[:3]
             strides = [(out_channels * length, length, 1), (length * out_channels, 1, out_channels)][bits % 2]
             assert native_forward.block_fits(block, weights.shape[1], 127, 128, acc_shift, bits)
-            acc, n_clipped = native_forward.block_accumulate(
-                torch.from_numpy(weights), native_forward.accumulator_columns(torch.from_numpy(cols).double()), n,
-                length, block, acc_shift, ROUNDING_CODES[mode], -(1 << (bits - 1)), (1 << (bits - 1)) - 1, strides)
+            acc, n_clipped = _block_accumulate(weights, cols, block, acc_shift, mode, bits, strides)
             want, clipped = _walk(products, block, acc_shift, mode, bits)
             assert acc.stride() == strides
             np.testing.assert_array_equal(acc.numpy(), want)
@@ -365,19 +373,34 @@ def test_block_accumulate_equals_walk(mode, block, acc_shift):
             np.testing.assert_array_equal(acc.numpy(), firmware.transpose(0, 2, 1))  # (N, L, O) -> (N, O, L)
 
 
-def test_block_accumulate_golden():
-    """Hand-worked 8-bit accumulators, blocks of one: 100, 100 (127, clipped), -100, -100, -100 (-128,
-    clipped), 28 -> -100, saturated; 50, -50, 20, 0, 0, 0 -> 20, not saturated; blocks of two, shift 1
-    half up: (3 + 2) / 2 -> 3 (2.5 up), (-3 - 2) / 2 -> -2 (-2.5 up), (1 + 0) / 2 -> 1: 2."""
-    weights = torch.tensor([[1, 1, 1, 1, 1, 1]])
-    cols = torch.tensor([[[100, 50], [100, -50], [-100, 20], [-100, 0], [-100, 0], [28, 0]]]).double()  # (1, K, L)
-    acc, n_clipped = native_forward.block_accumulate(weights, native_forward.accumulator_columns(cols), 1, 2, 1, 0,
-                                                     ROUNDING_CODES[Rounding.HALF_UP], -128, 127, (2, 2, 1))
+@pytest.mark.parametrize("avx2", ["1", "0"])
+def test_block_accumulate_golden(monkeypatch, avx2):
+    """Hand-worked accumulators. 8 bits, blocks of one: 100, 100 (127, clipped), -100, -100, -100 (-128,
+    clipped), 28 -> -100, saturated; 50, -50, 20, 0, 0, 0 -> 20, not saturated. Blocks of two, shift 1
+    half up: (3 + 2) / 2 -> 3 (2.5 up), (-3 - 2) / 2 -> -2 (-2.5 up), (1 + 0) / 2 -> 1: 2. 16 bits,
+    blocks of one: 16000, 16000, 16000 (32767, clipped), -16000, 0, 0 -> 16767; 16000, 16000, 15875
+    (32767, clipped), -15875, 0, -128 -> 16764; -16384, -16384 (-32768 exactly, not clipped), 16256,
+    16256, 0, 0 -> -256; -16384, -16384, 16129 x 3, (-128) x (-128) -> 32003, not clipped."""
+    monkeypatch.setenv("CQTF_NATIVE_AVX2", avx2)
+    weights = [[1, 1, 1, 1, 1, 1]]
+    cols = [[[100, 50], [100, -50], [-100, 20], [-100, 0], [-100, 0], [28, 0]]]  # (1, K, L)
+    acc, n_clipped = _block_accumulate(weights, cols, 1, 0, Rounding.HALF_UP, 8, (2, 2, 1))
     assert acc.tolist() == [[[-100, 20]]] and n_clipped == 1
-    cols = torch.tensor([[[3], [2], [-3], [-2], [1], [0]]]).double()
-    acc, n_clipped = native_forward.block_accumulate(weights, native_forward.accumulator_columns(cols), 1, 1, 2, 1,
-                                                     ROUNDING_CODES[Rounding.HALF_UP], -128, 127, (1, 1, 1))
+    acc, n_clipped = _block_accumulate(weights, [[[3], [2], [-3], [-2], [1], [0]]], 2, 1, Rounding.HALF_UP, 8,
+                                       (1, 1, 1))
     assert acc.tolist() == [[[2]]] and n_clipped == 0
+    weights = [[125, 125, 125, -125, 0, 1], [-128, -128, 127, 127, 127, -128]]
+    cols = [[[128, 128], [128, 128], [128, 127], [128, 127], [0, 127], [0, -128]]]
+    acc, n_clipped = _block_accumulate(weights, cols, 1, 0, Rounding.HALF_UP, 16, (4, 2, 1), 2 ** 14)
+    assert acc.tolist() == [[[16767, 16764], [-256, 32003]]] and n_clipped == 2
+
+
+def test_avx2_accumulator_runs_where_the_cpu_has_it():
+    """On an x86-64 CPU with AVX2, fixed8-acc16's accumulator takes the 16-bit AVX2 loop."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if platform.machine() not in ("x86_64", "AMD64") or " avx2" not in flags:
+        pytest.skip("no AVX2 here")
+    assert native_forward._avx2()
 
 
 def test_block_fits_bounds():
@@ -389,6 +412,11 @@ def test_block_fits_bounds():
     assert not native_forward.block_fits(1, 10, 1, 1, 0, 32)
     assert not native_forward.block_fits(1, 10, 1, 1, 31, 16)
     assert not native_forward.block_fits(1, 10, 1, 1, -1, 16)
+
+
+def _memory_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The strides of t's dimensions longer than one (the others' strides place nothing)."""
+    return tuple(st for st, size in zip(t.stride(), t.shape) if size > 1)
 
 
 @pytest.mark.parametrize("kind", ["conv", "conv1d", "depthwise", "linear"])
@@ -419,7 +447,7 @@ def test_layer_accumulator_native_equals_numpy(kind, preset, acc_shift):
         want, clipped = layer._fixed_accumulator(xq, p, acc_spec, layer._dot_bound(w, largest))
         got = layer._native_accumulator(xq, p, acc_spec, fan_in)
         assert got is not None
-        assert got[0].stride() == torch.from_numpy(want).stride()
+        assert _memory_order(got[0]) == _memory_order(torch.from_numpy(want))
         np.testing.assert_array_equal(got[0].numpy(), want)
         assert got[1] == int(clipped.sum())
         saturated += got[1]

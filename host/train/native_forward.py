@@ -105,6 +105,11 @@ def _load():
         lib.cqtf_block_accumulate.restype = i64
         lib.cqtf_block_accumulate.argtypes = [i64, i64, i64, i64, i32, ptr, ptr, i64, i64, i32, i32, i32, i32,
                                               i64, i64, i64, ptr]
+        if hasattr(lib, "cqtf_has_avx2"):  # x86-64 only
+            lib.cqtf_has_avx2.restype = i32
+            lib.cqtf_has_avx2.argtypes = []
+            lib.cqtf_saturating_accumulate16.restype = i64
+            lib.cqtf_saturating_accumulate16.argtypes = [i64, i64, i64, i64, i32, ptr, ptr, i64, i64, i64, i64, ptr]
         _library = lib
     return _library
 
@@ -204,39 +209,62 @@ ACC_TILE = 64  # forward_steps.c: outputs per tile; the columns' padded length i
 BLOCK_SUM_LIMIT = 2 ** 31  # |block sum| + 2^acc_shift below it: the block sums and their rounding stay int32
 
 
-def accumulator_columns(cols: torch.Tensor) -> torch.Tensor:
-    """(N, K, L) or grouped (N, G, K, L) input columns (exact integers) as cqtf_block_accumulate
-    reads them: int32 (G, K, m_pad), column m = n * L + l, zero past N * L up to a multiple of
-    ACC_TILE."""
+SATURATING16 = (-(1 << 15), (1 << 15) - 1)  # the accumulator cqtf_saturating_accumulate16 computes
+
+
+def accumulator_columns(cols: torch.Tensor, dtype=torch.int32) -> torch.Tensor:
+    """(N, K, L) or grouped (N, G, K, L) input columns (exact integers) as the C accumulators read
+    them: `dtype` (G, K, m_pad), column m = n * L + l, zero past N * L up to a multiple of ACC_TILE."""
     grouped = cols.dim() == 4
     n, length = cols.shape[0], cols.shape[-1]
     k = cols.shape[-2]
     g = cols.shape[1] if grouped else 1
     outputs = n * length
     m_pad = -(-outputs // ACC_TILE) * ACC_TILE
-    out = torch.empty((g, k, m_pad), dtype=torch.int32)
+    out = torch.empty((g, k, m_pad), dtype=dtype)
     out[..., outputs:] = 0
     by_channel = cols.permute(1, 2, 0, 3) if grouped else cols.permute(1, 0, 2)[None]  # (G, K, N, L)
     out[..., :outputs].unflatten(-1, (n, length)).copy_(by_channel)
     return out
 
 
-def block_accumulate(weights: torch.Tensor, columns: torch.Tensor, batch: int, length: int, block: int,
-                     acc_shift: int, mode: int, acc_min: int, acc_max: int,
-                     strides: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+def block_accumulate(weights: torch.Tensor, cols: torch.Tensor, block: int, acc_shift: int, mode: int, acc_min: int,
+                     acc_max: int, largest_product: int, strides: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
     """The device's block-wise accumulator before the bias (QuantLayer._fixed_accumulator's twin):
-    weights (O, K) exact integers in device order, columns from accumulator_columns (grouped when it
-    holds O channels' columns), each block of `block` products summed exactly, rounded by acc_shift
-    (`mode`: a ROUNDING_CODES value), saturated to [acc_min, acc_max], the running sum saturated after
-    each block. Returns the (N, O, L) int64 accumulator, laid out in memory by `strides` (elements:
-    n, o, l), and how many outputs saturated somewhere. The caller checks the bounds (block_fits)."""
+    weights (O, K) exact integers in device order, cols the input columns (N, K, L), or (N, O, K, L)
+    for a depthwise layer (exact integers), each block of `block` products summed exactly, rounded by
+    acc_shift (`mode`: a ROUNDING_CODES value), saturated to [acc_min, acc_max], the running sum
+    saturated after each block. largest_product: a bound of |weight x input|. Returns the (N, O, L)
+    int64 accumulator, laid out in memory by `strides` (elements: n, o, l), and how many outputs
+    saturated somewhere. The caller checks the bounds (block_fits)."""
     out_channels, fan_in = weights.shape
+    batch, length = cols.shape[0], cols.shape[-1]
+    grouped = int(cols.dim() == 4)
+    lib = _load()
     w = weights.to(torch.int32).contiguous()
     acc = torch.empty_strided((batch, out_channels, length), strides, dtype=torch.int64)
-    n_clipped = _load().cqtf_block_accumulate(out_channels, fan_in, batch, length, int(columns.shape[0] > 1),
-                                              w.data_ptr(), columns.data_ptr(), columns.shape[-1], block, acc_shift,
-                                              mode, acc_min, acc_max, *strides, acc.data_ptr())
+    if (block, acc_shift, acc_min, acc_max) == (1, 0, *SATURATING16) and largest_product < 2 ** 15 and _avx2():
+        columns = accumulator_columns(cols, torch.int16)
+        n_clipped = lib.cqtf_saturating_accumulate16(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
+                                                     columns.data_ptr(), columns.shape[-1], *strides, acc.data_ptr())
+        return acc, n_clipped
+    columns = accumulator_columns(cols)
+    n_clipped = lib.cqtf_block_accumulate(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
+                                          columns.data_ptr(), columns.shape[-1], block, acc_shift, mode, acc_min,
+                                          acc_max, *strides, acc.data_ptr())
     return acc, n_clipped
+
+
+_has_avx2 = None
+
+
+def _avx2() -> bool:
+    """Whether the 16-bit saturating accumulator can run (x86-64 with AVX2; CQTF_NATIVE_AVX2=0: never)."""
+    global _has_avx2
+    if _has_avx2 is None:
+        lib = _load()
+        _has_avx2 = hasattr(lib, "cqtf_has_avx2") and bool(lib.cqtf_has_avx2())
+    return _has_avx2 and os.environ.get("CQTF_NATIVE_AVX2", "1") != "0"
 
 
 def block_fits(block: int, fan_in: int, largest_weight: int, largest_input: int, acc_shift: int, acc_bits: int) -> bool:

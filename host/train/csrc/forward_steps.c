@@ -630,3 +630,79 @@ int64_t cqtf_block_accumulate(int64_t out_channels, int64_t fan_in, int64_t batc
     }
 #undef ACCUMULATE
 }
+
+/* ---- 16-bit saturating accumulators, blocks of one product (fixed8-acc16), in AVX2 ---- */
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define SAT16_VECTORS 4 /* 64 outputs: four vectors of 16 running sums, held in registers over all k */
+
+/* Whether cqtf_saturating_accumulate16 can run here (an x86-64 CPU with AVX2). */
+int32_t cqtf_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+}
+
+/* cqtf_block_accumulate for block 1, acc_shift 0 and a 16-bit accumulator where every product
+ * fits int16 (the caller's bound): the product is exact in 16-bit lanes, its saturation a no-op,
+ * and the saturating running sum is one instruction (vpaddsw); it clipped where it differs from
+ * the wrapping sum. cols (G, fan_in, m_pad) int16; otherwise the arguments of cqtf_block_accumulate. */
+__attribute__((target("avx2")))
+int64_t cqtf_saturating_accumulate16(int64_t out_channels, int64_t fan_in, int64_t batch, int64_t length,
+                                     int32_t grouped, const int32_t *restrict weights, const int16_t *restrict cols,
+                                     int64_t m_pad, int64_t stride_n, int64_t stride_o, int64_t stride_l,
+                                     int64_t *restrict acc)
+{
+    const int64_t outputs = batch * length;
+    int16_t running[ACC_TILE], clipped[ACC_TILE];
+    int64_t o, m0, k, t, n_clipped = 0;
+    int32_t v;
+
+    for (o = 0; o < out_channels; o++) {
+        const int32_t *w = weights + o * fan_in;
+        const int16_t *channel_cols = cols + (grouped ? o * fan_in * m_pad : 0);
+        int64_t n = 0, l = 0;
+
+        for (m0 = 0; m0 < outputs; m0 += ACC_TILE) {
+            const int64_t count = outputs - m0 < ACC_TILE ? outputs - m0 : ACC_TILE;
+            __m256i r[SAT16_VECTORS], c[SAT16_VECTORS];
+
+            for (v = 0; v < SAT16_VECTORS; v++) {
+                r[v] = _mm256_setzero_si256();
+                c[v] = _mm256_setzero_si256();
+            }
+            for (k = 0; k < fan_in; k++) {
+                const int16_t *row = channel_cols + k * m_pad + m0;
+                __m256i wk;
+
+                if (w[k] == 0) {
+                    continue;
+                }
+                wk = _mm256_set1_epi16((int16_t)w[k]);
+                for (v = 0; v < SAT16_VECTORS; v++) {
+                    const __m256i p = _mm256_mullo_epi16(_mm256_loadu_si256((const __m256i *)(row + 16 * v)), wk);
+                    const __m256i sum = _mm256_adds_epi16(r[v], p);
+
+                    c[v] = _mm256_or_si256(c[v], _mm256_xor_si256(sum, _mm256_add_epi16(r[v], p)));
+                    r[v] = sum;
+                }
+            }
+            for (v = 0; v < SAT16_VECTORS; v++) {
+                _mm256_storeu_si256((__m256i *)(running + 16 * v), r[v]);
+                _mm256_storeu_si256((__m256i *)(clipped + 16 * v), c[v]);
+            }
+            for (t = 0; t < count; t++) {
+                acc[n * stride_n + o * stride_o + l * stride_l] = running[t];
+                n_clipped += clipped[t] != 0;
+                if (++l == length) {
+                    l = 0;
+                    n++;
+                }
+            }
+        }
+    }
+    return n_clipped;
+}
+#endif
