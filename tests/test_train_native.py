@@ -340,9 +340,13 @@ def _accumulate_case(rng, grouped: bool, bits: int, acc_shift: int):
 
 
 def _block_accumulate(weights, cols, block, acc_shift, mode, bits, strides, largest_product=127 * 128):
-    return native_forward.block_accumulate(torch.as_tensor(weights), torch.as_tensor(cols).float(), block, acc_shift,
-                                           ROUNDING_CODES[mode], -(1 << (bits - 1)), (1 << (bits - 1)) - 1,
-                                           largest_product, strides)
+    """native_forward.block_accumulate of columns cols (N, K, L) or (N, O, K, L), in the loop it chooses."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    saturating = native_forward.saturating16(block, acc_shift, lo, hi, largest_product)
+    cols = torch.as_tensor(cols)
+    columns = native_forward.accumulator_columns(cols, torch.int16 if saturating else torch.int32)
+    return native_forward.block_accumulate(torch.as_tensor(weights), columns, cols.shape[0], cols.shape[-1], block,
+                                           acc_shift, ROUNDING_CODES[mode], lo, hi, strides, saturating)
 
 
 @pytest.mark.parametrize("mode", list(Rounding))
@@ -456,3 +460,33 @@ def test_layer_accumulator_native_equals_numpy(kind, preset, acc_shift):
     layer.profile = dataclasses.replace(wide, accumulator=Accumulator(31, block=fan_in))
     p = dataclasses.replace(p, weights=torch.full_like(w, 2 ** 15 - 1), largest_weight=2 ** 15 - 1)
     assert layer._native_accumulator(xq, p, layer.profile.accumulator, fan_in) is None
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_strided", "conv1d", "depthwise", "linear", "linear_after_flatten"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("wide", [False, True])
+def test_columns_from_codes_equal_device_columns(kind, channels_last, wide):
+    """The C im2col (columns_from_codes) lays out exactly what device_columns' unfold gives, in the
+    device's order (ky, kx, ic; depthwise per channel; a linear layer after a flatten in NHWC order),
+    zero padding included, from codes in any memory order, as int16 or int32."""
+    from cqtf.train.layers import QuantFlatten
+
+    torch.manual_seed(len(kind))
+    layer, shape = {
+        "conv": (QuantConv2d(3, 5, 3, 1, 1), (2, 3, 6, 5)),
+        "conv_strided": (QuantConv2d(4, 5, (3, 2), (2, 3), (1, 2)), (3, 4, 9, 11)),
+        "conv1d": (QuantConv1d(5, 6, 7, 2, 3), (4, 5, 1, 37)),
+        "depthwise": (QuantDepthwiseConv2d(6, 3, 2, 1), (2, 6, 9, 8)),
+        "linear": (QuantLinear(30, 7), (5, 30)),
+        "linear_after_flatten": (QuantLinear(24, 7), (5, 24)),
+    }[kind]
+    if kind == "linear_after_flatten":
+        layer.flatten_from = QuantFlatten()
+        layer.flatten_from.last_shape = (4, 3, 2)  # (C, H, W): the device reads features as NHWC
+    q = torch.randint(-2 ** 15 if wide else -128, 2 ** 15 if wide else 128, shape)
+    if channels_last and q.dim() == 4:
+        q = q.contiguous(memory_format=torch.channels_last)
+    codes, geometry, grouped = layer.column_geometry(q)
+    got = native_forward.columns_from_codes(codes, geometry, grouped, wide)
+    want = native_forward.accumulator_columns(layer.device_columns(q), torch.int32 if wide else torch.int16)
+    assert got.dtype == want.dtype and torch.equal(got, want)

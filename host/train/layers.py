@@ -484,6 +484,11 @@ class QuantLayer(nn.Module):
         `dtype` (float32 holds the codes of up to 16 bits exactly)."""
         raise NotImplementedError
 
+    def column_geometry(self, q: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
+        """What native_forward.columns_from_codes needs to build device_columns(q) itself: the codes as
+        (N, C, H, W), the kernel geometry (KH, KW, SH, SW, PH, PW), and whether the layer is depthwise."""
+        raise NotImplementedError
+
     def device_weights(self, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -653,12 +658,17 @@ class QuantLayer(nn.Module):
         if not native_forward.block_fits(block, fan_in, largest, self._input_code_bound(), p.acc_shift,
                                          acc_spec.bits):
             return None
-        cols = self.device_columns(xq, torch.float32)  # (N, K, L) or depthwise (N, C, K, L)
-        length, out_channels = cols.shape[-1], p.weights.shape[0]
+        q, geometry, grouped = self.column_geometry(xq)
+        saturating = native_forward.saturating16(block, p.acc_shift, acc_spec.min, acc_spec.max,
+                                                 largest * self._input_code_bound())
+        columns = native_forward.columns_from_codes(q, geometry, grouped, wide=not saturating)
+        batch, out_channels = q.shape[0], p.weights.shape[0]
+        kh, kw, sh, sw, ph, pw = geometry
+        length = ((q.shape[2] + 2 * ph - kh) // sh + 1) * ((q.shape[3] + 2 * pw - kw) // sw + 1)
         strides = (length * out_channels, 1, out_channels)  # channels last, as _fixed_accumulator
         return native_forward.block_accumulate(
-            self.device_weights(p.weights), cols, block, p.acc_shift, ROUNDING_CODES[acc_spec.block_rounding],
-            acc_spec.min, acc_spec.max, largest * self._input_code_bound(), strides)
+            self.device_weights(p.weights), columns, batch, length, block, p.acc_shift,
+            ROUNDING_CODES[acc_spec.block_rounding], acc_spec.min, acc_spec.max, strides, saturating)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:
         """The weights the straight-through gradient reaches. Power-of-two weights: where a weight
@@ -879,6 +889,9 @@ class QuantConv2d(BatchNormFold, QuantLayer):
         cols = F.unfold(q.to(dtype), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
         return cols.reshape(n, c, kh * kw, -1).transpose(1, 2).reshape(n, kh * kw * c, -1)  # ky, kx, ic order
 
+    def column_geometry(self, q):
+        return q, (*self.inner.kernel_size, *self.inner.stride, *self.inner.padding), False
+
     def device_weights(self, w):
         return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # OIHW -> O, (ky, kx, ic)
 
@@ -924,6 +937,9 @@ class QuantLinear(QuantLayer):
 
     def device_columns(self, q, dtype=torch.float64):
         return q[:, self._device_order(q.shape[1])].to(dtype)[:, :, None]  # (N, K, 1)
+
+    def column_geometry(self, q):
+        return q[:, self._device_order(q.shape[1])][:, :, None, None], (1, 1, 1, 1, 0, 0), False
 
     def device_weights(self, w):
         return w[:, self._device_order(w.shape[1])]
@@ -996,6 +1012,9 @@ class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
         kh, kw = self.inner.kernel_size
         cols = F.unfold(q.to(dtype), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
         return cols.reshape(n, c, kh * kw, -1)  # (N, C, K, L), K in order ky, kx
+
+    def column_geometry(self, q):
+        return q, (*self.inner.kernel_size, *self.inner.stride, *self.inner.padding), True
 
     def device_weights(self, w):
         return w.reshape(w.shape[0], -1)  # (C, 1, KH, KW) -> (C, ky*kx)

@@ -105,6 +105,8 @@ def _load():
         lib.cqtf_block_accumulate.restype = i64
         lib.cqtf_block_accumulate.argtypes = [i64, i64, i64, i64, i32, ptr, ptr, i64, i64, i32, i32, i32, i32,
                                               i64, i64, i64, ptr]
+        lib.cqtf_accumulator_columns.restype = None
+        lib.cqtf_accumulator_columns.argtypes = [ptr, ptr, ptr, ptr, i32, i64, ptr, i32]
         if hasattr(lib, "cqtf_has_avx2"):  # x86-64 only
             lib.cqtf_has_avx2.restype = i32
             lib.cqtf_has_avx2.argtypes = []
@@ -228,30 +230,51 @@ def accumulator_columns(cols: torch.Tensor, dtype=torch.int32) -> torch.Tensor:
     return out
 
 
-def block_accumulate(weights: torch.Tensor, cols: torch.Tensor, block: int, acc_shift: int, mode: int, acc_min: int,
-                     acc_max: int, largest_product: int, strides: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+def columns_from_codes(q: torch.Tensor, geometry: tuple[int, ...], grouped: bool, wide: bool) -> torch.Tensor:
+    """accumulator_columns(device columns of q) without the unfold and its copies: the int64 codes q
+    (N, C, H, W), any strides, read in C with the kernel geometry (KH, KW, SH, SW, PH, PW); int32
+    columns where wide, else int16 (codes of at most 16 bits)."""
+    n, c, h, w = q.shape
+    kh, kw, sh, sw, ph, pw = geometry
+    outputs = n * ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
+    m_pad = -(-outputs // ACC_TILE) * ACC_TILE
+    shape = (c, kh * kw, m_pad) if grouped else (1, kh * kw * c, m_pad)
+    cols = torch.empty(shape, dtype=torch.int32 if wide else torch.int16)
+    q = q if q.dtype == torch.int64 else q.long()
+    meta = torch.tensor([*q.stride(), n, c, h, w, *geometry], dtype=torch.int64)  # strides, dims, geometry
+    _load().cqtf_accumulator_columns(q.data_ptr(), meta.data_ptr(), meta.data_ptr() + 32, meta.data_ptr() + 64,
+                                     int(grouped), m_pad, cols.data_ptr(), int(wide))
+    return cols
+
+
+def saturating16(block: int, acc_shift: int, acc_min: int, acc_max: int, largest_product: int) -> bool:
+    """Whether block_accumulate takes the 16-bit AVX2 loop (so its columns are int16): blocks of one
+    product, no shift, a 16-bit accumulator, every |weight x input| below 2^15, and a CPU with AVX2."""
+    return (block, acc_shift, acc_min, acc_max) == (1, 0, *SATURATING16) and largest_product < 2 ** 15 and _avx2()
+
+
+def block_accumulate(weights: torch.Tensor, columns: torch.Tensor, batch: int, length: int, block: int,
+                     acc_shift: int, mode: int, acc_min: int, acc_max: int, strides: tuple[int, int, int],
+                     saturating: bool = False) -> tuple[torch.Tensor, int]:
     """The device's block-wise accumulator before the bias (QuantLayer._fixed_accumulator's twin):
-    weights (O, K) exact integers in device order, cols the input columns (N, K, L), or (N, O, K, L)
-    for a depthwise layer (exact integers), each block of `block` products summed exactly, rounded by
-    acc_shift (`mode`: a ROUNDING_CODES value), saturated to [acc_min, acc_max], the running sum
-    saturated after each block. largest_product: a bound of |weight x input|. Returns the (N, O, L)
-    int64 accumulator, laid out in memory by `strides` (elements: n, o, l), and how many outputs
-    saturated somewhere. The caller checks the bounds (block_fits)."""
+    weights (O, K) exact integers in device order, columns (G, K, m_pad) from columns_from_codes or
+    accumulator_columns (G = O: a depthwise layer), each block of `block` products summed exactly,
+    rounded by acc_shift (`mode`: a ROUNDING_CODES value), saturated to [acc_min, acc_max], the running
+    sum saturated after each block. saturating: saturating16 said yes (int16 columns). Returns the
+    (N, O, L) int64 accumulator, laid out in memory by `strides` (elements: n, o, l), and how many
+    outputs saturated somewhere. The caller checks the bounds (block_fits)."""
     out_channels, fan_in = weights.shape
-    batch, length = cols.shape[0], cols.shape[-1]
-    grouped = int(cols.dim() == 4)
-    lib = _load()
+    grouped = int(columns.shape[0] > 1)
     w = weights.to(torch.int32).contiguous()
     acc = torch.empty_strided((batch, out_channels, length), strides, dtype=torch.int64)
-    if (block, acc_shift, acc_min, acc_max) == (1, 0, *SATURATING16) and largest_product < 2 ** 15 and _avx2():
-        columns = accumulator_columns(cols, torch.int16)
-        n_clipped = lib.cqtf_saturating_accumulate16(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
-                                                     columns.data_ptr(), columns.shape[-1], *strides, acc.data_ptr())
-        return acc, n_clipped
-    columns = accumulator_columns(cols)
-    n_clipped = lib.cqtf_block_accumulate(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
-                                          columns.data_ptr(), columns.shape[-1], block, acc_shift, mode, acc_min,
-                                          acc_max, *strides, acc.data_ptr())
+    if saturating:
+        n_clipped = _load().cqtf_saturating_accumulate16(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
+                                                         columns.data_ptr(), columns.shape[-1], *strides,
+                                                         acc.data_ptr())
+    else:
+        n_clipped = _load().cqtf_block_accumulate(out_channels, fan_in, batch, length, grouped, w.data_ptr(),
+                                                  columns.data_ptr(), columns.shape[-1], block, acc_shift, mode,
+                                                  acc_min, acc_max, *strides, acc.data_ptr())
     return acc, n_clipped
 
 

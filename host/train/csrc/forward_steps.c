@@ -516,6 +516,72 @@ ALWAYS_INLINE void add_products(int32_t *restrict running, int32_t *restrict cli
     }
 }
 
+/* The input columns the accumulators read, straight from the int64 codes q (N, C, H, W) with element
+ * strides q_strides: cols (G, fan_in, m_pad), int16 (wide = 0) or int32, column m = (n * OH + oy) *
+ * OW + ox, zero at padding and past N * OH * OW. Not grouped (G = 1): k = (ky * KW + kx) * C + ic,
+ * the device's order; grouped (depthwise, G = C): cols[ic] with k = ky * KW + kx. */
+ALWAYS_INLINE void columns_all(const int64_t *restrict q, const int64_t *restrict q_strides, const int64_t *restrict dims,
+                               const int64_t *restrict geometry, int32_t grouped, int64_t m_pad, void *restrict cols,
+                               int wide)
+{
+    const int64_t batch = dims[0], channels = dims[1], height = dims[2], width = dims[3];
+    const int64_t kh = geometry[0], kw = geometry[1], sh = geometry[2], sw = geometry[3], ph = geometry[4],
+                  pw = geometry[5];
+    const int64_t oh = (height + 2 * ph - kh) / sh + 1, ow = (width + 2 * pw - kw) / sw + 1;
+    const int64_t fan_in = grouped ? kh * kw : kh * kw * channels;
+    int64_t ky, kx, ic, n, oy, ox, m;
+
+    for (ky = 0; ky < kh; ky++) {
+        for (kx = 0; kx < kw; kx++) {
+            for (ic = 0; ic < channels; ic++) {
+                const int64_t row = grouped ? ic * fan_in + ky * kw + kx : (ky * kw + kx) * channels + ic;
+                int16_t *out16 = (int16_t *)cols + row * m_pad;
+                int32_t *out32 = (int32_t *)cols + row * m_pad;
+
+                m = 0;
+                for (n = 0; n < batch; n++) {
+                    for (oy = 0; oy < oh; oy++) {
+                        const int64_t y = oy * sh - ph + ky;
+
+                        for (ox = 0; ox < ow; ox++, m++) {
+                            const int64_t x = ox * sw - pw + kx;
+                            const int inside = y >= 0 && y < height && x >= 0 && x < width;
+                            const int64_t v = inside ? q[n * q_strides[0] + ic * q_strides[1] + y * q_strides[2]
+                                                         + x * q_strides[3]] : 0;
+
+                            if (wide) {
+                                out32[m] = (int32_t)v;
+                            } else {
+                                out16[m] = (int16_t)v;
+                            }
+                        }
+                    }
+                }
+                for (; m < m_pad; m++) {
+                    if (wide) {
+                        out32[m] = 0;
+                    } else {
+                        out16[m] = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* columns_all: dims (N, C, H, W), geometry (KH, KW, SH, SW, PH, PW); int32 columns where wide, else
+ * int16 (codes of at most 16 bits, the caller's bound). */
+void cqtf_accumulator_columns(const int64_t *restrict q, const int64_t *restrict q_strides,
+                              const int64_t *restrict dims, const int64_t *restrict geometry, int32_t grouped,
+                              int64_t m_pad, void *restrict cols, int32_t wide)
+{
+    if (wide) {
+        columns_all(q, q_strides, dims, geometry, grouped, m_pad, cols, 1);
+    } else {
+        columns_all(q, q_strides, dims, geometry, grouped, m_pad, cols, 0);
+    }
+}
+
 /* The running sums of one channel over one tile of outputs: blocks of `block` products (the last
  * one shorter; zero products would add nothing), products w[k] * cols[k * stride + t]. */
 ALWAYS_INLINE void accumulate_tile(const int32_t *restrict w, const int32_t *restrict cols, int64_t stride,
