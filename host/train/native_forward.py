@@ -1,11 +1,13 @@
 """The training forward's integer steps, compiled (csrc/forward_steps.c): an int8 layer's integers
-from its float parameters, and everything after the dot product in one pass (int8 and the
-fixed-point profiles with one exact accumulator block).
+from its float parameters, everything after the dot product in one pass (int8 and the fixed-point
+profiles), and the block-wise saturating accumulators of fixed8-acc16 and fixed8-blk32 (their input
+columns built from the codes, the block sums, rounding and saturation in SIMD loops).
 
 A training step of a small network is dozens of tiny array operations, each costing about its
 call overhead in numpy; one C call each does the same IEEE and integer operations in the same
 order. The numpy steps of QuantLayer stay the reference and the fallback: these run only where gcc
-is available (the post steps only where the dot product is float32, exact below 2^24, and dense);
+is available (the post steps only where the dot product is float32, exact below 2^24, and dense; the
+accumulators only where their int32 arithmetic holds, block_fits);
 tests/test_train_native.py checks both agree bit for bit. CQTF_NATIVE_TRAINING=0 trains with the
 numpy steps only.
 

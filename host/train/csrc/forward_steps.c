@@ -3,12 +3,15 @@
  * cqtf_int8_params (an int8 layer's integers from its float weights and bias), cqtf_int8_post
  * (requantize, clamp, gradient masks and observer extremes of the accumulator, in one pass), and
  * for the fixed-point profiles cqtf_fixed_params (weights and bias) and cqtf_fixed_post (the same
- * pass from the dot product on).
+ * pass from the dot product on), and their block-wise saturating accumulators:
+ * cqtf_accumulator_columns (im2col from the codes), cqtf_block_accumulate (any block, shift,
+ * rounding, width up to 31 bits) and cqtf_saturating_accumulate16 (fixed8-acc16 in AVX2).
  *
- * Their numpy twins, QuantLayer.integer_params, _requantize_numpy, _fixed_arrays and
- * _fixed_post_numpy in host/train/layers.py, stay the reference; tests/test_train_native.py checks that the two agree
- * bit for bit. Float steps are the same IEEE operations in the same order (float32 where numpy
- * uses float32, double where it uses float64; -std=c99 keeps gcc from contracting them into FMAs).
+ * Their numpy twins, QuantLayer.integer_params, _requantize_numpy, _fixed_arrays, _fixed_post_numpy,
+ * device_columns and _fixed_accumulator in host/train/layers.py, stay the reference;
+ * tests/test_train_native.py checks that the two agree bit for bit. Float steps are the same IEEE
+ * operations in the same order (float32 where numpy uses float32, double where it uses float64;
+ * -std=c99 keeps gcc from contracting them into FMAs).
  * Single rounding's general case is the firmware's own cqtf_round_shift.
  *
  * Arguments are scalars and pointers (no structs to build on the Python side: a training step
