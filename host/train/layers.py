@@ -479,9 +479,7 @@ class QuantLayer(nn.Module):
         return self._quantized_forward(x)
 
     # subclasses: the device-order columns (N, K, L) of an integer input, and the weights as (O, K)
-    def device_columns(self, q: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-        """The input columns of every output in device order, (N, K, L) (depthwise: (N, C, K, L)), as
-        `dtype` (float32 holds the codes of up to 16 bits exactly)."""
+    def device_columns(self, q: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def column_geometry(self, q: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
@@ -883,10 +881,10 @@ class QuantConv2d(BatchNormFold, QuantLayer):
             grad, x, weight, [weight.shape[0]], list(inner.stride), list(inner.padding), [1, 1], False, [0, 0],
             inner.groups, list(needs))
 
-    def device_columns(self, q, dtype=torch.float64):
+    def device_columns(self, q):
         n, c = q.shape[:2]
         kh, kw = self.inner.kernel_size
-        cols = F.unfold(q.to(dtype), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
+        cols = F.unfold(q.double(), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
         return cols.reshape(n, c, kh * kw, -1).transpose(1, 2).reshape(n, kh * kw * c, -1)  # ky, kx, ic order
 
     def column_geometry(self, q):
@@ -935,8 +933,8 @@ class QuantLinear(QuantLayer):
         c, h, w = shape
         return torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).reshape(-1)  # NCHW index of NHWC k
 
-    def device_columns(self, q, dtype=torch.float64):
-        return q[:, self._device_order(q.shape[1])].to(dtype)[:, :, None]  # (N, K, 1)
+    def device_columns(self, q):
+        return q[:, self._device_order(q.shape[1])].double()[:, :, None]  # (N, K, 1)
 
     def column_geometry(self, q):
         return q[:, self._device_order(q.shape[1])][:, :, None, None], (1, 1, 1, 1, 0, 0), False
@@ -1007,10 +1005,10 @@ class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
 
     op_backward = QuantConv2d.op_backward  # groups included
 
-    def device_columns(self, q, dtype=torch.float64):
+    def device_columns(self, q):
         n, c = q.shape[:2]
         kh, kw = self.inner.kernel_size
-        cols = F.unfold(q.to(dtype), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
+        cols = F.unfold(q.double(), (kh, kw), padding=self.inner.padding, stride=self.inner.stride)  # (N, C*KH*KW, L)
         return cols.reshape(n, c, kh * kw, -1)  # (N, C, K, L), K in order ky, kx
 
     def column_geometry(self, q):
