@@ -319,9 +319,6 @@ def _saturating_walk(steps: np.ndarray, running: np.ndarray, lo: int, hi: int) -
     return final, (running < free_low[0]) | (running > free_high[0])
 
 
-def _channels_last(acc: np.ndarray, saturated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, O, L) accumulator over (N, L, O) memory (a no-op where it already is)."""
-    return np.ascontiguousarray(acc.transpose(0, 2, 1)).transpose(0, 2, 1), saturated
 
 
 def _append_row(t: np.ndarray, value: int) -> np.ndarray:
@@ -542,8 +539,7 @@ class QuantLayer(nn.Module):
                            dot_bound: int) -> tuple[np.ndarray, np.ndarray]:
         """The device's accumulator before the bias, (N, O, L), and where a block sum or it saturated
         (dot_bound: self._dot_bound(p.weights)). In the convolution's memory order where it is the plain
-        dot product, else over (N, L, O) memory (channels last, as the convolutions' outputs usually are:
-        max pooling over it is 3-5x faster than over NCHW; _native_accumulator's order too)."""
+        dot product, else in accumulator_strides' order (_native_accumulator's too)."""
         fan_in = p.weights.shape[1:].numel()
         block = acc_spec.block or fan_in
         if block >= fan_in:  # one block, the whole dot product: exact, so in any order; the op computes it
@@ -551,15 +547,31 @@ class QuantLayer(nn.Module):
             if p.acc_shift == 0 and dot_bound <= acc_spec.max:  # nothing can saturate
                 acc = dot.reshape(dot.shape[0], dot.shape[1], -1).numpy()
                 return acc, np.broadcast_to(False, acc.shape)
-            return _channels_last(*_saturating_accumulate(dot.reshape(1, dot.shape[0], dot.shape[1], -1).numpy(),
-                                                          p.acc_shift, acc_spec))
+            return self._in_accumulator_order(*_saturating_accumulate(
+                dot.reshape(1, dot.shape[0], dot.shape[1], -1).numpy(), p.acc_shift, acc_spec))
         cols = self.device_columns(xq)  # (N, K, L), exact small integers (depthwise: (N, C, K, L))
         w_dev = self.device_weights(p.weights).double()  # (O, K)
         if p.acc_shift == 0 and type(self).block_sums is QuantLayer.block_sums:
-            return _channels_last(*self._exact_partial_sums(cols, w_dev, block, acc_spec))
+            return self._in_accumulator_order(*self._exact_partial_sums(cols, w_dev, block, acc_spec))
         # exact: |block sum| <= K * 2^30 (16-bit operands) < 2^53
         sums = self.block_sums(cols, w_dev, block).long().numpy()  # exact integers already
-        return _channels_last(*_saturating_accumulate(sums, p.acc_shift, acc_spec))
+        return self._in_accumulator_order(*_saturating_accumulate(sums, p.acc_shift, acc_spec))
+
+    # Block-wise accumulators lie over (N, L, O) memory, channels last as the convolutions' outputs
+    # usually are (max pooling over it is 3-5x faster than over NCHW); depthwise layers keep (N, C, L),
+    # the order their numpy sums always had (the gradient's float sums follow it: trained models stay
+    # as they were).
+    accumulator_channels_last = True
+
+    def accumulator_strides(self, out_channels: int, length: int) -> tuple[int, int, int]:
+        """The element strides (n, o, l) of a block-wise accumulator (N, O, L)."""
+        if self.accumulator_channels_last:
+            return length * out_channels, 1, out_channels
+        return out_channels * length, length, 1
+
+    def _in_accumulator_order(self, acc: np.ndarray, saturated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = (0, 2, 1) if self.accumulator_channels_last else (0, 1, 2)
+        return np.ascontiguousarray(acc.transpose(order)).transpose(order), saturated
 
     def _fixed_forward(self, x: QAct) -> QAct:
         weight, bias = self.weight, self.bias  # once: with batch norm, each is a fold
@@ -649,8 +661,8 @@ class QuantLayer(nn.Module):
     def _native_accumulator(self, xq: torch.Tensor, p: FixedParams, acc_spec, fan_in: int):
         """_fixed_accumulator's block-wise sums compiled (native_forward.block_accumulate): the (N, O, L)
         int64 accumulator and how many outputs saturated, or None where its int32 bounds do not hold.
-        The accumulator's memory order is the numpy path's (channels last; the gradient's float sums
-        follow it, so the two paths train the same bits)."""
+        The accumulator's memory order is the numpy path's (accumulator_strides; the gradient's float
+        sums follow it, so the two paths train the same bits)."""
         largest = p.largest_weight if p.largest_weight is not None else int(p.weights.abs().max())
         block = acc_spec.block or fan_in
         if not native_forward.block_fits(block, fan_in, largest, self._input_code_bound(), p.acc_shift,
@@ -663,7 +675,7 @@ class QuantLayer(nn.Module):
         batch, out_channels = q.shape[0], p.weights.shape[0]
         kh, kw, sh, sw, ph, pw = geometry
         length = ((q.shape[2] + 2 * ph - kh) // sh + 1) * ((q.shape[3] + 2 * pw - kw) // sw + 1)
-        strides = (length * out_channels, 1, out_channels)  # channels last, as _fixed_accumulator
+        strides = self.accumulator_strides(out_channels, length)
         return native_forward.block_accumulate(
             self.device_weights(p.weights), columns, batch, length, block, p.acc_shift,
             ROUNDING_CODES[acc_spec.block_rounding], acc_spec.min, acc_spec.max, strides, saturating)
@@ -1004,6 +1016,7 @@ class QuantDepthwiseConv2d(BatchNormFold, QuantLayer):
         return F.conv2d(x, weight, bias, self.inner.stride, self.inner.padding, groups=self.inner.groups)
 
     op_backward = QuantConv2d.op_backward  # groups included
+    accumulator_channels_last = False
 
     def device_columns(self, q):
         n, c = q.shape[:2]
