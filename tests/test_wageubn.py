@@ -176,3 +176,36 @@ def test_wageubn_trains_a_batch_norm_network_with_an_exact_export():
     network.eval()
     assert np.array_equal(logits_int8(network, x), reference.run(export(network, (9, 7, 2), 5), x))
     wage.remove()
+
+
+def _nearest_power_in_log2(m: float) -> float:
+    """2^j or 2^(j+1) for 2^j <= m < 2^(j+1), whichever is nearer in log2: m^2 against 2^(2j+1), in
+    exact rational arithmetic."""
+    from fractions import Fraction
+
+    v, j = Fraction(m), 0
+    while Fraction(2) ** j > v:
+        j -= 1
+    while Fraction(2) ** (j + 1) <= v:
+        j += 1
+    return 2.0 ** j if v * v < Fraction(2) ** (2 * j + 1) else 2.0 ** (j + 1)
+
+
+def test_shift_scale_is_the_nearest_power_in_log2_next_to_every_boundary():
+    """Exhaustively around every 2^(k+1/2) of the float32 range, subnormals included (30 values each
+    side), and at the powers of two themselves: shift_scale is the power of two nearest max|x| in log2,
+    decided in exact rational arithmetic, for either sign of the max."""
+    for k in range(-149, 127):
+        boundary = np.float32(2.0 ** (k + 0.5))
+        around = [boundary, np.float32(2.0 ** k)]
+        up = down = boundary
+        for _ in range(30):
+            up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(0))
+            around += [up, down]
+        for m in around:
+            if not np.isfinite(m) or m == 0:
+                continue
+            want = _nearest_power_in_log2(float(m))
+            for sign in (1, -1):
+                assert shift_scale(torch.tensor([0.5 * float(m), sign * float(m)], dtype=torch.float32)) == want
+    assert shift_scale(torch.tensor([float("inf")])) == 1.0 and shift_scale(torch.tensor([float("nan")])) == 1.0

@@ -16,6 +16,7 @@ As in the authors' code, the first conv and the last dense layer keep full-preci
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +36,22 @@ class WageConfig:
     full_precision_ends: bool = True  # first conv and last dense keep float gradients
 
 
-def shift_scale(x: torch.Tensor) -> torch.Tensor:
-    """The power of two nearest max|x| (in log2), 1 for an all-zero tensor."""
-    m = x.detach().abs().max()
-    if m == 0 or not torch.isfinite(m):
-        return torch.tensor(1.0, dtype=x.dtype)
-    return torch.pow(torch.tensor(2.0, dtype=x.dtype), torch.round(torch.log2(m)))
+def shift_scale(x: torch.Tensor) -> float:
+    """The power of two nearest max|x| in log2, 2^round(log2 max|x|); 1 for an all-zero or non-finite
+    tensor. Exact, from the binary exponent: with max|x| = f 2^e, f in [1/2, 1), the nearest power is
+    2^e where log2 f >= -1/2, i.e. f >= sqrt(1/2) (never equal: sqrt(1/2) is irrational), else
+    2^(e-1). (It was torch.round(torch.log2(m)): six tensor ops a call, about twenty calls a training
+    step; and a float32 log2 cannot tell apart the m within a few dozen float32 steps of 2^(k+1/2): it
+    returns the half-integer, and round-half-even then picks the even power, the farther one for half
+    of them.)"""
+    m = float(x.detach().abs().max())
+    if m == 0 or not math.isfinite(m):
+        return 1.0
+    fraction, exponent = math.frexp(m)
+    return math.ldexp(1.0, exponent if fraction >= _SQRT_HALF else exponent - 1)
+
+
+_SQRT_HALF = math.sqrt(0.5)  # a float32 max's fraction (24 bits) is never within its rounding error
 
 
 def direct_quantize(x: torch.Tensor, k: int) -> torch.Tensor:
