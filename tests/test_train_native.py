@@ -104,6 +104,54 @@ def test_post_equals_numpy(name, profile, layout, relu):
     assert got[6] == want[6]  # the observer's range, float64 for float64
 
 
+@pytest.mark.parametrize("name,profile", list(_profiles()))
+@pytest.mark.parametrize("layout", ["channels_last", "linear", "nchw"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("channels", [37, 8])
+def test_post_simd_pass_equals_numpy(name, profile, layout, relu, channels):
+    """The SIMD pass (channels last, every multiplier below 1, any rounding but half to even) == numpy:
+    37 channels (not a multiple of a vector) or 8 (parameters repeated over 8 positions, the last
+    repeat partial), ties forced by multipliers of 2^30, outputs around the clamp, accumulators at
+    +-(2^24 - 1), right shifts from 31 to 60; it runs exactly where it applies."""
+    rng = np.random.default_rng(abs(hash(("simd", name, layout, relu, channels))) % 2**32)
+    shape = (4, channels) if layout == "linear" else (3, channels, 2, 5)
+    multiplier = rng.integers(2**30, 2**31, channels).astype(np.int32)
+    multiplier[::3] = 2**30  # a half: ties wherever the accumulator is odd
+    multiplier[1] = 0
+    multiplier[2] = 2**30 + 1  # with shift -1 and an accumulator of -1: p = -2^30 - 1, the first p whose
+    shift = rng.integers(-29, 1, channels).astype(np.int32)  # double rounding subtracts low_step
+    shift[:3] = [0, -29, -1]  # multipliers below 1: right shifts 31..60
+    real = multiplier.astype(np.float64) * 2.0 ** (shift.astype(np.float64) - 31)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    near = np.round(rng.uniform(-150, 150, shape) / np.maximum(real, 1e-9).reshape(view)) + rng.integers(-2, 3, shape)
+    acc = np.where(rng.random(shape) < 0.6, np.clip(near, -(2**24) + 1, 2**24 - 1),
+                   rng.integers(-(2**24) + 1, 2**24, shape)).astype(np.int64)
+    acc.reshape(-1)[:4] = [2**24 - 1, -(2**24) + 1, 0, -1]
+    acc[(0, 2) + (0,) * (len(shape) - 2)] = -1
+    dot = torch.from_numpy(acc.astype(np.float32))
+    if layout == "channels_last":
+        dot = dot.contiguous(memory_format=torch.channels_last)
+    layer = _layer(relu, profile, conv=layout != "linear")
+    if layout == "linear":
+        layer.channel_view = (1, -1)
+    out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
+    p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
+    scales = rng.uniform(1e-4, 1e-2, channels)
+    got = _native_post(layer, dot, p, scales)
+    want = layer._requantize_numpy(dot.long().numpy(), p, scales)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for mine, theirs in zip(got[2:5], want[2:5]):
+        assert (mine is None) == (theirs is None) and (mine is None or torch.equal(mine, theirs))
+    assert got[5:] == want[5:]
+    assert want[5] > 0  # the clamp saturated somewhere
+    table = torch.zeros((channels, native_forward.CHANNEL_FIELDS), dtype=torch.int64)
+    table[:, native_forward.MULTIPLIER] = torch.from_numpy(multiplier.astype(np.int64))
+    table[:, native_forward.SHIFT] = torch.from_numpy(shift.astype(np.int64))
+    r = native_forward.int8_post(dot, native_forward.runs_layout(dot), native_forward.Int8Params(None, None, None, 0, table),
+                                 layer._native_mode(), out_qparams.zero_point, -128, 100, out_qparams.scale)
+    assert r.vectorized == (layout != "nchw" and name != "single-half_even")
+
+
 @given(data=st.data())
 @settings(max_examples=200, deadline=None)
 def test_post_random_parameters(data):

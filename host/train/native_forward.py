@@ -58,6 +58,7 @@ class PostResult(NamedTuple):
     acc_high: float
     n_high: int  # how many requantized values were above act_max / below act_min before the clamp
     n_low: int
+    vectorized: bool = False  # the SIMD pass computed it (channels last, a multiplier below 1, not half to even)
 
 
 class FixedPostResult(NamedTuple):
@@ -162,12 +163,13 @@ def int8_post(acc: torch.Tensor, layout: tuple[int, int, int], params: Int8Param
     q = torch.empty_strided(shape, strides, dtype=torch.int64)
     exact = torch.empty_strided(shape, strides, dtype=torch.float32)
     inside, high, low = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(3))
-    stats = torch.empty(2, dtype=torch.int64)
+    stats = torch.empty(3, dtype=torch.int64)
     acc_range = torch.empty(2, dtype=torch.float64)
     _load().cqtf_int8_post(outer, channels, inner, mode, zero_point, act_min, act_max, out_scale,
                            params.channels.data_ptr(), acc.data_ptr(), q.data_ptr(), exact.data_ptr(),
                            inside.data_ptr(), high.data_ptr(), low.data_ptr(), stats.data_ptr(), acc_range.data_ptr())
-    return PostResult(q, exact, inside, high, low, *acc_range.tolist(), *stats.tolist())
+    n_high, n_low, vectorized = stats.tolist()
+    return PostResult(q, exact, inside, high, low, *acc_range.tolist(), n_high, n_low, bool(vectorized))
 
 
 def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tensor, fits: bool, acc_min: int,

@@ -22,6 +22,14 @@
 
 #include "cqtf_fixed.h"
 
+/* Element loops vectorize only where every branch in them is on a constant: helpers taking such
+ * constants must be inlined into each instance. */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif
+
 #define DOUBLE_ROUNDING (-1) /* `mode` of TFLM's double rounding; otherwise a cqtf_rounding_t */
 
 /* One output channel, written by cqtf_int8_params and read by cqtf_int8_post, which also keeps its
@@ -128,7 +136,7 @@ int64_t cqtf_int8_params(int64_t out_channels, int64_t fan_in, float in_scale, f
 
 /* ---- After the accumulator (the numpy twin: QuantLayer._requantize_numpy) ---- */
 
-enum { STAT_HIGH, STAT_LOW };
+enum { STAT_HIGH, STAT_LOW, STAT_VECTORIZED };
 
 /* Running results over all elements (a local struct, so they stay in registers). */
 typedef struct {
@@ -254,11 +262,118 @@ static inline void post_all(const post_t *restrict p, cqtf_channel_t *restrict c
     }
 }
 
+/* ---- The same pass in SIMD: channels last, no left shift ---- */
+
+/* Every rounding but half to even is one right shift after adding a nudge, less low_step where p
+ * is below `threshold`: double rounding (channel_start), single rounding floor (nudge 0), ceil
+ * (2^e - 1), half up (2^(e-1)), half away (2^(e-1), less 1 below 0). The arithmetic shift by a
+ * per-channel amount is a logical one of p + nudge + 2^62 (non-negative: |p| < 2^55, nudge <= 2^60),
+ * less 2^62 >> e: AVX2 shifts 64-bit lanes by per-lane amounts only logically. */
+#define VECTOR_SPAN 512 /* parameters of this many consecutive elements live on the stack */
+#define VECTOR_MIN_SPAN 64 /* a pass covers whole positions and at least this many elements */
+#define VECTOR_RIGHT_MAX 60
+#define SHIFT_BIAS ((int64_t)1 << 62)
+
+/* The channels' parameters repeated over `span` consecutive elements of channels-last storage
+ * (element j has channel j % n_channels): few channels (8, 16) would leave a vector loop over one
+ * position's channels in its scalar remainder. */
+typedef struct {
+    int64_t span;
+    int64_t nudge[VECTOR_SPAN], low_step[VECTOR_SPAN], offset[VECTOR_SPAN], multiplier[VECTOR_SPAN];
+    uint64_t right[VECTOR_SPAN];
+    int32_t acc_min[VECTOR_SPAN], acc_max[VECTOR_SPAN];
+} vector_channels_t;
+
+/* Fills v from the channel table for `mode`; 0 where the SIMD pass cannot take the layer: half to
+ * even, a multiplier of 1 or more (a shift left, or a single rounding's shift below 31), or one
+ * below 2^-29 (a shift past VECTOR_RIGHT_MAX), or more than VECTOR_SPAN channels. */
+static int vector_start(const cqtf_channel_t *restrict channels, int64_t n_channels, int32_t mode,
+                        vector_channels_t *restrict v, int64_t *restrict threshold)
+{
+    int64_t c, j;
+
+    if (n_channels > VECTOR_SPAN || mode == CQTF_ROUND_HALF_EVEN) {
+        return 0;
+    }
+    *threshold = mode == DOUBLE_ROUNDING ? -((int64_t)1 << 30) : 0;
+    v->span = n_channels * (n_channels >= VECTOR_MIN_SPAN ? 1 : (VECTOR_MIN_SPAN + n_channels - 1) / n_channels);
+    if (v->span > VECTOR_SPAN) {
+        v->span = n_channels;
+    }
+    for (c = 0; c < n_channels; c++) {
+        const int64_t e = channels[c].right;
+
+        if (channels[c].left > 0 || e < 31 || e > VECTOR_RIGHT_MAX) { /* e >= 31: |result| < 2^24, int32 */
+            return 0;
+        }
+    }
+    for (j = 0; j < v->span; j++) {
+        const cqtf_channel_t *ch = &channels[j % n_channels];
+        const int64_t e = ch->right;
+
+        v->multiplier[j] = ch->multiplier;
+        v->right[j] = (uint64_t)e;
+        v->offset[j] = SHIFT_BIAS >> e;
+        v->low_step[j] = mode == DOUBLE_ROUNDING ? ch->low_step : (mode == CQTF_ROUND_HALF_AWAY);
+        v->nudge[j] = mode == DOUBLE_ROUNDING ? ch->nudge
+                      : mode == CQTF_ROUND_FLOOR ? 0
+                      : mode == CQTF_ROUND_CEIL ? ((int64_t)1 << e) - 1
+                                                : (int64_t)1 << (e - 1); /* half up, half away */
+        v->acc_min[j] = INT32_MAX;
+        v->acc_max[j] = INT32_MIN;
+    }
+    return 1;
+}
+
+/* post_all for channels last (inner = 1), with the parameters in v, `span` elements at a time. The
+ * loop's trip count is not a constant: -O2's cost model would not vectorize it (it needs an
+ * epilogue). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default"), optimize("vect-cost-model=dynamic")))
+#endif
+static void post_channels_last(const post_t *restrict p, vector_channels_t *restrict v, int64_t threshold,
+                               totals_t *restrict t, int64_t outer, int64_t n_channels, const float *restrict acc,
+                               int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                               uint8_t *restrict high, uint8_t *restrict low)
+{
+    const int32_t zero_point = p->zero_point, act_min = p->act_min, act_max = p->act_max;
+    const float out_scale = p->out_scale;
+    const int64_t total = outer * n_channels;
+    int64_t k0, j, n_high = 0, n_low = 0;
+
+    for (k0 = 0; k0 < total; k0 += v->span) {
+        const int64_t count = total - k0 < v->span ? total - k0 : v->span;
+
+        for (j = 0; j < count; j++) {
+            const int32_t x = (int32_t)acc[k0 + j];
+            const int64_t prod = (int64_t)x * v->multiplier[j];
+            const int64_t below_threshold = prod < threshold ? v->low_step[j] : 0;
+            const int64_t shifted = (int64_t)((uint64_t)(prod + v->nudge[j] - below_threshold + SHIFT_BIAS) >> v->right[j]);
+            const int32_t r = (int32_t)(shifted - v->offset[j]) + zero_point;
+            const int32_t value = r < act_min ? act_min : (r > act_max ? act_max : r);
+            const uint8_t above = (uint8_t)(r > act_max), under = (uint8_t)(r < act_min);
+
+            v->acc_min[j] = x < v->acc_min[j] ? x : v->acc_min[j];
+            v->acc_max[j] = x > v->acc_max[j] ? x : v->acc_max[j];
+            n_high += above;
+            n_low += under;
+            high[k0 + j] = above;
+            low[k0 + j] = under;
+            inside[k0 + j] = (uint8_t)!(above | under);
+            q[k0 + j] = value;
+            exact[k0 + j] = (float)(value - zero_point) * out_scale;
+        }
+    }
+    t->n_high += n_high;
+    t->n_low += n_low;
+}
+
 /* acc: exact integers below 2^24 in float32 (the caller's bound), a dense tensor whose elements of
  * one channel lie in runs of `inner` consecutive elements: storage [outer][channels][inner] (NCHW:
  * inner = H*W; channels last or a linear layer: inner = 1). Writes, in the same storage order, q
  * (int64, clamped, zero point included), exact ((q - zero point) * out_scale) and the masks inside
- * / high / low (0 or 1); stats: how many requantized values were above and below the clamp;
+ * / high / low (0 or 1); stats: how many requantized values were above and below the clamp, and
+ * whether the SIMD pass ran (post_channels_last);
  * acc_range: the least acc_min[c] * scale[c] and the largest acc_max[c] * scale[c] (the observer's
  * range in real units). */
 void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mode, int32_t zero_point,
@@ -268,14 +383,26 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 {
     const post_t p = {mode, zero_point, act_min, act_max, out_scale};
     totals_t t = {0, 0};
-    int64_t c;
+    vector_channels_t vector;
+    int64_t c, threshold;
     int any_left = 0;
 
     for (c = 0; c < n_channels; c++) {
         channel_start(&channels[c], mode);
         any_left |= channels[c].left > 0;
     }
-    if (any_left) {
+    stats[STAT_VECTORIZED] = inner == 1 && vector_start(channels, n_channels, mode, &vector, &threshold);
+    if (stats[STAT_VECTORIZED]) {
+        post_channels_last(&p, &vector, threshold, &t, outer, n_channels, acc, q, exact, inside, high, low);
+        const int64_t seen = outer * n_channels < vector.span ? outer * n_channels : vector.span;
+
+        for (c = 0; c < seen; c++) { /* every channel's extremes over its copies that saw elements */
+            cqtf_channel_t *ch = &channels[c % n_channels];
+
+            ch->acc_min = vector.acc_min[c] < ch->acc_min ? vector.acc_min[c] : ch->acc_min;
+            ch->acc_max = vector.acc_max[c] > ch->acc_max ? vector.acc_max[c] : ch->acc_max;
+        }
+    } else if (any_left) {
         post_all(&p, channels, &t, outer, n_channels, inner, acc, q, exact, inside, high, low, 1);
     } else {
         post_all(&p, channels, &t, outer, n_channels, inner, acc, q, exact, inside, high, low, 0);
@@ -447,12 +574,6 @@ void cqtf_fixed_params(int64_t n_weights, const float *restrict weight, double w
  * a constant trip count over int32 arrays, which gcc vectorizes at -O2. */
 #define ACC_TILE 64
 
-/* The element loops vectorize only once `mode` is a constant in them: these must be inlined. */
-#if defined(__GNUC__)
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE static inline
-#endif
 
 /* floor(x / 2^e), 0 <= e <= 31, well defined in C99 (gcc: one arithmetic shift). */
 ALWAYS_INLINE int32_t asr32(int32_t x, int32_t e)
