@@ -316,6 +316,34 @@ def test_fixed_post_after_blockwise_accumulator_equals_numpy(block, acc_shift, r
         _assert_fixed_posts_equal(layer, x, p, acc_spec)
 
 
+@pytest.mark.parametrize("mode", list(Rounding))
+@pytest.mark.parametrize("shift", [-12, -3, 0, 3, 31])  # output fraction bits minus the accumulator's
+@pytest.mark.parametrize("int64_acc", [False, True])
+def test_fixed_post_simd_pass(mode, shift, int64_acc):
+    """The fixed-point post step's SIMD pass (channels last) == the scalar loop (NCHW storage of the
+    same values), for every rounding, right shifts up to 12 and left ones up to 31, float32 or int64
+    accumulators, 5 channels (parameters repeated over 13 positions), a saturating 16-bit accumulator
+    and a ReLU's dead zone; it runs exactly on channels-last storage."""
+    rng = np.random.default_rng(abs(hash((mode.value, shift, int64_acc))) % 2**32)
+    values = rng.integers(-(2**17), 2**17, (7, 5, 3, 4))
+    values.reshape(-1)[:6] = [2**23 - 1, -(2**23) + 1, 0, -1, 1, 2**15]
+    bias = rng.integers(-(2**14), 2**14, 5)
+    # ties of the rounding shift, both signs, odd and even quotients: dot + bias = k 2^(e-1)
+    values[:, :, 0, 0] = (rng.integers(-7, 8, (7, 5)) << max(-shift - 1, 0)) - bias
+    dot = torch.from_numpy(values).to(torch.int64 if int64_acc else torch.float32)
+    bias = torch.from_numpy(bias)
+    outs = []
+    for storage in (dot.contiguous(), dot.contiguous(memory_format=torch.channels_last)):
+        r = native_forward.fixed_post(storage, native_forward.runs_layout(storage), bias, False, -(2**15), 2**15 - 1,
+                                      -shift, ROUNDING_CODES[mode], True, 0, 127, np.float32(2.0 ** -4), 2.0 ** -9)
+        outs.append(r)
+    scalar, simd = outs
+    assert not scalar.vectorized and simd.vectorized
+    for a, b in zip(scalar[:5], simd[:5]):
+        assert torch.equal(a, b)
+    assert scalar[5:-1] == simd[5:-1] and scalar.n_high > 0 and scalar.any_negative
+
+
 def test_fixed_post_declines_what_it_does_not_compute():
     """A one-block dot product that may pass 2^24: the numpy steps compute it in float64."""
     layer, x, p, acc_spec = _fixed_case(0, False, Rounding.HALF_UP, True, False, 32)

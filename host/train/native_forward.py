@@ -74,6 +74,7 @@ class FixedPostResult(NamedTuple):
     n_high_or_low: int
     acc_low: float  # the least / largest dot product + bias in real units
     acc_high: float
+    vectorized: bool = False  # the SIMD pass computed it (channels last)
 
 
 def _cache_dir() -> Path:
@@ -185,15 +186,15 @@ def fixed_post(dot: torch.Tensor, layout: tuple[int, int, int], bias: torch.Tens
     q = torch.empty_strided(shape, strides, dtype=torch.int64)
     exact = torch.empty_strided(shape, strides, dtype=torch.float32)
     inside, high, low, negative = (torch.empty_strided(shape, strides, dtype=torch.bool) for _ in range(4))
-    stats = torch.empty(5, dtype=torch.int64)
+    stats = torch.empty(6, dtype=torch.int64)
     acc_range = torch.empty(2, dtype=torch.float64)
     _load().cqtf_fixed_post(outer, channels, inner, dot.data_ptr(), int(dot.dtype == torch.int64), bias.data_ptr(),
                             int(fits), acc_min, acc_max, out_shift, mode, int(relu), act_min, act_max, out_scale,
                             acc_scale, q.data_ptr(), exact.data_ptr(), inside.data_ptr(), high.data_ptr(),
                             low.data_ptr(), negative.data_ptr(), stats.data_ptr(), acc_range.data_ptr())
-    any_high, any_low, any_negative, n_high, n_high_or_low = stats.tolist()
+    any_high, any_low, any_negative, n_high, n_high_or_low, vectorized = stats.tolist()
     return FixedPostResult(q, exact, inside, high, low, bool(any_high), bool(any_low), bool(any_negative), n_high,
-                           n_high_or_low, *acc_range.tolist())
+                           n_high_or_low, *acc_range.tolist(), bool(vectorized))
 
 
 def fixed_params(weight: torch.Tensor, bias: torch.Tensor, w_scale: float, pot_max_exp: int, alpha: float, qmax: int,

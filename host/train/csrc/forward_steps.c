@@ -422,7 +422,7 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 
 /* ---- Fixed-point profiles after the dot product (the numpy twin: QuantLayer._fixed_post_numpy) ---- */
 
-enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW };
+enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW, FX_VECTORIZED };
 
 /* The element loop of cqtf_fixed_post: dot is float32 (exact integers) or, with int64_acc, int64 (an
  * accumulator already summed block by block); a constant in each inlined instance. */
@@ -478,6 +478,139 @@ static inline void fixed_post_all(int64_t outer, int64_t n_channels, int64_t inn
     biased_range[1] = highest_biased;
 }
 
+/* ---- The same pass in SIMD: channels last ---- */
+
+/* cqtf_round_shift(x, e, mode) for |x| < 2^60, -31 <= e <= 60, branch-free: a right shift is the
+ * floor of x plus a nudge over 2^e, a logical shift of that plus 2^62 (non-negative) less 2^62 >> e
+ * (AVX2 has no arithmetic shift of 64-bit lanes); half to even nudges by 2^(e-1) - 1 plus the
+ * floor quotient's lowest bit. `mode` and the sign of e are constants in each inlined instance. */
+ALWAYS_INLINE int64_t shift_floor64(int64_t x, int32_t e)
+{
+    return (int64_t)((uint64_t)(x + SHIFT_BIAS) >> e) - (SHIFT_BIAS >> e);
+}
+
+ALWAYS_INLINE int64_t round_shift64(int64_t x, int32_t e, int32_t mode, int left)
+{
+    const int64_t half = (int64_t)1 << (e > 0 ? e - 1 : 0);
+
+    if (left) {
+        return x * ((int64_t)1 << (e < 0 ? -e : 0));
+    }
+    switch (mode) {
+    case CQTF_ROUND_FLOOR:
+        return shift_floor64(x, e);
+    case CQTF_ROUND_CEIL:
+        return shift_floor64(x + 2 * half - 1, e);
+    case CQTF_ROUND_HALF_AWAY:
+        return shift_floor64(x + half - (x < 0), e);
+    case CQTF_ROUND_HALF_EVEN:
+        return shift_floor64(x + half - 1 + (shift_floor64(x, e) & 1), e);
+    default: /* CQTF_ROUND_HALF_UP */
+        return shift_floor64(x + half, e);
+    }
+}
+
+/* Per element slot of a span (as vector_channels_t): the bias, and the extremes and counts seen. */
+typedef struct {
+    int64_t span;
+    int64_t bias[VECTOR_SPAN], lowest[VECTOR_SPAN], highest[VECTOR_SPAN];
+} fixed_span_t;
+
+/* fixed_post_all for channels last: `span` elements at a time; int64_acc, mode and left constants. */
+ALWAYS_INLINE void fixed_post_span(int64_t total, const void *restrict dot, int int64_acc, fixed_span_t *restrict v,
+                                   int32_t fits, int64_t acc_min, int64_t acc_max, int32_t e, int32_t mode, int left,
+                                   int32_t relu, int32_t act_min, int32_t act_max, float out_scale,
+                                   int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                                   uint8_t *restrict high, uint8_t *restrict low, uint8_t *restrict negative,
+                                   int64_t *restrict counts)
+{
+    int64_t k0, j, n_high = 0, n_high_or_low = 0, n_low = 0, n_negative = 0;
+
+    for (k0 = 0; k0 < total; k0 += v->span) {
+        const int64_t count = total - k0 < v->span ? total - k0 : v->span;
+
+        for (j = 0; j < count; j++) {
+            const int64_t sum = int64_acc ? ((const int64_t *)dot)[k0 + j]
+                                          : (int64_t)(int32_t)((const float *)dot)[k0 + j];
+            const int64_t biased = sum + v->bias[j];
+            const int64_t saturated = biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased);
+            const int64_t acc = fits ? biased : saturated;
+            const int64_t pre = round_shift64(acc, e, mode, left);
+            const int64_t clamped = pre < act_min ? act_min : (pre > act_max ? act_max : pre);
+            const uint8_t above = (uint8_t)((pre > act_max) | (acc == acc_max));
+            const uint8_t below = (uint8_t)((pre < act_min) | (acc == acc_min));
+            const uint8_t dead = (uint8_t)(pre < 0);
+
+            v->lowest[j] = biased < v->lowest[j] ? biased : v->lowest[j];
+            v->highest[j] = biased > v->highest[j] ? biased : v->highest[j];
+            n_high += above;
+            n_low += below;
+            n_negative += dead;
+            n_high_or_low += above | below;
+            high[k0 + j] = above;
+            low[k0 + j] = below;
+            negative[k0 + j] = dead;
+            inside[k0 + j] = (uint8_t)!(above | (relu ? dead : below));
+            q[k0 + j] = clamped;
+            exact[k0 + j] = (float)(int32_t)clamped * out_scale;
+        }
+    }
+    counts[FX_ANY_HIGH] = n_high > 0;
+    counts[FX_ANY_LOW] = n_low > 0;
+    counts[FX_ANY_NEGATIVE] = n_negative > 0;
+    counts[FX_HIGH] = n_high;
+    counts[FX_HIGH_OR_LOW] = n_high_or_low;
+}
+
+#define FIXED_INSTANCE(int64_acc, mode, left)                                                                   \
+    fixed_post_span(total, dot, int64_acc, v, fits, acc_min, acc_max, e, mode, left, relu, act_min, act_max,    \
+                    out_scale, q, exact, inside, high, low, negative, stats)
+
+/* The instances of fixed_post_span, one per accumulator type, rounding mode and shift direction. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default"), optimize("vect-cost-model=dynamic")))
+#endif
+static void fixed_post_channels_last(int64_t total, const void *restrict dot, int int64_acc, fixed_span_t *restrict v,
+                                     int32_t fits, int64_t acc_min, int64_t acc_max, int32_t e, int32_t mode,
+                                     int32_t relu, int32_t act_min, int32_t act_max, float out_scale,
+                                     int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                                     uint8_t *restrict high, uint8_t *restrict low, uint8_t *restrict negative,
+                                     int64_t *restrict stats)
+{
+    if (e <= 0) {
+        if (int64_acc) {
+            FIXED_INSTANCE(1, CQTF_ROUND_HALF_UP, 1);
+        } else {
+            FIXED_INSTANCE(0, CQTF_ROUND_HALF_UP, 1);
+        }
+        return;
+    }
+#define BY_MODE(int64_acc)                                          \
+    switch (mode) {                                                 \
+    case CQTF_ROUND_FLOOR:                                          \
+        FIXED_INSTANCE(int64_acc, CQTF_ROUND_FLOOR, 0);             \
+        break;                                                      \
+    case CQTF_ROUND_CEIL:                                           \
+        FIXED_INSTANCE(int64_acc, CQTF_ROUND_CEIL, 0);              \
+        break;                                                      \
+    case CQTF_ROUND_HALF_AWAY:                                      \
+        FIXED_INSTANCE(int64_acc, CQTF_ROUND_HALF_AWAY, 0);         \
+        break;                                                      \
+    case CQTF_ROUND_HALF_EVEN:                                      \
+        FIXED_INSTANCE(int64_acc, CQTF_ROUND_HALF_EVEN, 0);         \
+        break;                                                      \
+    default:                                                        \
+        FIXED_INSTANCE(int64_acc, CQTF_ROUND_HALF_UP, 0);           \
+    }
+    if (int64_acc) {
+        BY_MODE(1)
+    } else {
+        BY_MODE(0)
+    }
+#undef BY_MODE
+}
+#undef FIXED_INSTANCE
+
 /* dot: the dot products without the bias, laid out as in cqtf_int8_post: exact integers below 2^24
  * in float32, or (int64_acc) the int64 accumulator a block-wise sum left; bias: per channel, in
  * accumulator units. Each element: acc = dot + bias (saturated to [acc_min, acc_max] unless `fits`:
@@ -486,8 +619,8 @@ static inline void fixed_post_all(int64_t outer, int64_t n_channels, int64_t inn
  * = q * out_scale. Masks: high (pre above act_max or the accumulator at its top), low (pre below
  * act_min or the accumulator at its bottom), negative (pre below zero: a ReLU's dead zone), inside =
  * none of high, `relu` ? negative : low. stats: FX_ANY_HIGH / FX_ANY_LOW / FX_ANY_NEGATIVE (0 or 1),
- * FX_HIGH and FX_HIGH_OR_LOW (counts). acc_range: the least and largest dot + bias (before
- * saturation) times acc_scale. */
+ * FX_HIGH and FX_HIGH_OR_LOW (counts), FX_VECTORIZED (whether the SIMD pass ran: channels last).
+ * acc_range: the least and largest dot + bias (before saturation) times acc_scale. */
 void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const void *restrict dot, int32_t int64_acc,
                      const int64_t *restrict bias, int32_t fits, int64_t acc_min, int64_t acc_max, int32_t out_shift,
                      int32_t mode, int32_t relu, int32_t act_min, int32_t act_max, float out_scale, double acc_scale,
@@ -496,11 +629,35 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const voi
                      double *restrict acc_range)
 {
     int64_t biased_range[2];
+    fixed_span_t span;
 
-    if (int64_acc) {
+    if (inner == 1 && n_channels <= VECTOR_SPAN && out_shift >= -31 && out_shift <= VECTOR_RIGHT_MAX
+        && acc_min > -((int64_t)1 << 40) && acc_max < ((int64_t)1 << 40)) { /* |acc| < 2^60 in round_shift64 */
+        const int64_t total = outer * n_channels;
+        int64_t j;
+
+        span.span = n_channels * (n_channels >= VECTOR_MIN_SPAN ? 1 : (VECTOR_MIN_SPAN + n_channels - 1) / n_channels);
+        span.span = span.span > VECTOR_SPAN ? n_channels : span.span;
+        for (j = 0; j < span.span; j++) {
+            span.bias[j] = bias[j % n_channels];
+            span.lowest[j] = INT64_MAX;
+            span.highest[j] = INT64_MIN;
+        }
+        fixed_post_channels_last(total, dot, int64_acc, &span, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
+                                 act_max, out_scale, q, exact, inside, high, low, negative, stats);
+        biased_range[0] = INT64_MAX;
+        biased_range[1] = INT64_MIN;
+        for (j = 0; j < span.span; j++) {
+            biased_range[0] = span.lowest[j] < biased_range[0] ? span.lowest[j] : biased_range[0];
+            biased_range[1] = span.highest[j] > biased_range[1] ? span.highest[j] : biased_range[1];
+        }
+        stats[FX_VECTORIZED] = 1;
+    } else if (int64_acc) {
+        stats[FX_VECTORIZED] = 0;
         fixed_post_all(outer, n_channels, inner, dot, 1, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
                        act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
     } else {
+        stats[FX_VECTORIZED] = 0;
         fixed_post_all(outer, n_channels, inner, dot, 0, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
                        act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
     }
