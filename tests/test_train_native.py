@@ -37,7 +37,7 @@ def _layer(relu: bool, profile, out_range=(-3.0, 5.0), conv=True):
 
 def _native_post(layer, dot: torch.Tensor, p: IntegerParams, channel_scales: np.ndarray):
     """What the layer's native forward does after the convolution, with p's multipliers and shifts:
-    the same tuple as _requantize_numpy."""
+    the same tuple as _requantize_numpy, and whether the SIMD pass computed it."""
     table = torch.zeros((len(p.multiplier), native_forward.CHANNEL_FIELDS), dtype=torch.int64)
     table[:, native_forward.MULTIPLIER] = torch.from_numpy(p.multiplier.astype(np.int64))
     table[:, native_forward.SHIFT] = torch.from_numpy(p.shift.astype(np.int64))
@@ -48,7 +48,20 @@ def _native_post(layer, dot: torch.Tensor, p: IntegerParams, channel_scales: np.
     r = native_forward.int8_post(dot, layout, params, layer._native_mode(), p.out_qparams.zero_point, p.act_min,
                               p.act_max, p.out_qparams.scale)
     masks, n_saturated = layer._native_masks(r)
-    return (r.q, r.exact, *masks, n_saturated, (r.acc_low, r.acc_high))
+    return (r.q, r.exact, *masks, n_saturated, (r.acc_low, r.acc_high)), r.vectorized
+
+
+def _native_and_numpy_posts(dot: torch.Tensor, relu: bool, profile, linear: bool, multiplier, shift, scales):
+    """The compiled and numpy post steps of accumulator `dot` with these multipliers and shifts (as
+    _requantize_numpy returns them), and whether the SIMD pass ran, for an output quantization with
+    zero point -7 (-128 after a ReLU) clamped to [zero point or -128, 100]."""
+    layer = _layer(relu, profile, conv=not linear)
+    if linear:
+        layer.channel_view = (1, -1)
+    out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
+    p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
+    got, vectorized = _native_post(layer, dot, p, scales)
+    return got, layer._requantize_numpy(dot.long().numpy(), p, scales), vectorized
 
 
 def _single_rounding(mode: Rounding):
@@ -84,14 +97,8 @@ def test_post_equals_numpy(name, profile, layout, relu):
         dot = dot.contiguous(memory_format=torch.channels_last)
     if layout == "permuted":  # storage (N, H, C, W): runs of W elements per channel
         dot = dot.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
-    layer = _layer(relu, profile, conv=layout != "linear")
-    if layout == "linear":
-        layer.channel_view = (1, -1)
-    out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
-    p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
     scales = rng.uniform(1e-4, 1e-2, channels)
-    got = _native_post(layer, dot, p, scales)
-    want = layer._requantize_numpy(dot.long().numpy(), p, scales)
+    got, want, _ = _native_and_numpy_posts(dot, relu, profile, layout == "linear", multiplier, shift, scales)
     q, exact = got[0], got[1]
     assert q.stride() == dot.stride() and exact.stride() == dot.stride()  # gradients follow the layout
     assert torch.equal(q, want[0])
@@ -131,25 +138,14 @@ def test_post_simd_pass_equals_numpy(name, profile, layout, relu, channels):
     dot = torch.from_numpy(acc.astype(np.float32))
     if layout == "channels_last":
         dot = dot.contiguous(memory_format=torch.channels_last)
-    layer = _layer(relu, profile, conv=layout != "linear")
-    if layout == "linear":
-        layer.channel_view = (1, -1)
-    out_qparams = QParams(np.float32(0.0371), -7 if not relu else -128)
-    p = IntegerParams(None, None, None, multiplier, shift, out_qparams, out_qparams.zero_point if relu else -128, 100)
     scales = rng.uniform(1e-4, 1e-2, channels)
-    got = _native_post(layer, dot, p, scales)
-    want = layer._requantize_numpy(dot.long().numpy(), p, scales)
+    got, want, vectorized = _native_and_numpy_posts(dot, relu, profile, layout == "linear", multiplier, shift, scales)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     for mine, theirs in zip(got[2:5], want[2:5]):
         assert (mine is None) == (theirs is None) and (mine is None or torch.equal(mine, theirs))
     assert got[5:] == want[5:]
     assert want[5] > 0  # the clamp saturated somewhere
-    table = torch.zeros((channels, native_forward.CHANNEL_FIELDS), dtype=torch.int64)
-    table[:, native_forward.MULTIPLIER] = torch.from_numpy(multiplier.astype(np.int64))
-    table[:, native_forward.SHIFT] = torch.from_numpy(shift.astype(np.int64))
-    r = native_forward.int8_post(dot, native_forward.runs_layout(dot), native_forward.Int8Params(None, None, None, 0, table),
-                                 layer._native_mode(), out_qparams.zero_point, -128, 100, out_qparams.scale)
-    assert r.vectorized == (layout != "nchw" and name != "single-half_even")
+    assert vectorized == (layout != "nchw" and name != "single-half_even")
 
 
 @given(data=st.data())
@@ -172,7 +168,7 @@ def test_post_random_parameters(data):
     p = IntegerParams(None, None, None, multiplier, shift, QParams(np.float32(0.05), zero_point), act_min, act_max)
     dot = torch.from_numpy(acc.astype(np.float32)).contiguous(memory_format=torch.channels_last)
     scales = np.full(channels, 0.001)
-    got = _native_post(layer, dot, p, scales)
+    got, _ = _native_post(layer, dot, p, scales)
     want = layer._requantize_numpy(acc, p, scales)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     for mine, theirs in zip(got[2:5], want[2:5]):

@@ -907,6 +907,25 @@ ALWAYS_INLINE void accumulate_tile(const int32_t *restrict w, const int32_t *res
     }
 }
 
+/* Writes a tile's `count` running sums of channel o to acc[n * strides[0] + o * strides[1] + l *
+ * strides[2]], stepping (n, l) along its outputs (no division per output); returns how many clipped. */
+ALWAYS_INLINE int64_t store_tile(const int32_t *restrict running, const int32_t *restrict clipped, int64_t count,
+                                 int64_t length, int64_t o, const int64_t *restrict strides, int64_t *restrict n,
+                                 int64_t *restrict l, int64_t *restrict acc)
+{
+    int64_t t, n_clipped = 0;
+
+    for (t = 0; t < count; t++) {
+        acc[*n * strides[0] + o * strides[1] + *l * strides[2]] = running[t];
+        n_clipped += clipped[t] != 0;
+        if (++*l == length) {
+            *l = 0;
+            ++*n;
+        }
+    }
+    return n_clipped;
+}
+
 /* The tiles of every channel (see cqtf_block_accumulate); `mode` a constant in each inlined instance
  * (NO_SHIFT: acc_shift 0), so the element loops have no switch and vectorize. */
 ALWAYS_INLINE int64_t accumulate_all(int64_t out_channels, int64_t fan_in, int64_t batch, int64_t length,
@@ -915,9 +934,9 @@ ALWAYS_INLINE int64_t accumulate_all(int64_t out_channels, int64_t fan_in, int64
                                      int32_t acc_max, int64_t stride_n, int64_t stride_o, int64_t stride_l,
                                      int64_t *restrict acc)
 {
-    const int64_t outputs = batch * length;
+    const int64_t outputs = batch * length, strides[3] = {stride_n, stride_o, stride_l};
     int32_t running[ACC_TILE], clipped[ACC_TILE];
-    int64_t o, m0, t, n_clipped = 0;
+    int64_t o, m0, n_clipped = 0;
 
     for (o = 0; o < out_channels; o++) {
         const int32_t *w = weights + o * fan_in;
@@ -929,14 +948,7 @@ ALWAYS_INLINE int64_t accumulate_all(int64_t out_channels, int64_t fan_in, int64
 
             accumulate_tile(w, channel_cols + m0, m_pad, fan_in, block, acc_shift, mode, acc_min, acc_max, running,
                             clipped);
-            for (t = 0; t < count; t++) {
-                acc[n * stride_n + o * stride_o + l * stride_l] = running[t];
-                n_clipped += clipped[t] != 0;
-                if (++l == length) {
-                    l = 0;
-                    n++;
-                }
-            }
+            n_clipped += store_tile(running, clipped, count, length, o, strides, &n, &l, acc);
         }
     }
     return n_clipped;
@@ -1002,9 +1014,9 @@ int64_t cqtf_saturating_accumulate16(int64_t out_channels, int64_t fan_in, int64
                                      int64_t m_pad, int64_t stride_n, int64_t stride_o, int64_t stride_l,
                                      int64_t *restrict acc)
 {
-    const int64_t outputs = batch * length;
-    int16_t running[ACC_TILE], clipped[ACC_TILE];
-    int64_t o, m0, k, t, n_clipped = 0;
+    const int64_t outputs = batch * length, strides[3] = {stride_n, stride_o, stride_l};
+    int32_t running[ACC_TILE], clipped[ACC_TILE];
+    int64_t o, m0, k, n_clipped = 0;
     int32_t v;
 
     for (o = 0; o < out_channels; o++) {
@@ -1036,18 +1048,15 @@ int64_t cqtf_saturating_accumulate16(int64_t out_channels, int64_t fan_in, int64
                     r[v] = sum;
                 }
             }
-            for (v = 0; v < SAT16_VECTORS; v++) {
-                _mm256_storeu_si256((__m256i *)(running + 16 * v), r[v]);
-                _mm256_storeu_si256((__m256i *)(clipped + 16 * v), c[v]);
+            for (v = 0; v < SAT16_VECTORS; v++) { /* widened to int32 for store_tile */
+                _mm256_storeu_si256((__m256i *)(running + 16 * v), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(r[v])));
+                _mm256_storeu_si256((__m256i *)(running + 16 * v + 8),
+                                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(r[v], 1)));
+                _mm256_storeu_si256((__m256i *)(clipped + 16 * v), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(c[v])));
+                _mm256_storeu_si256((__m256i *)(clipped + 16 * v + 8),
+                                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c[v], 1)));
             }
-            for (t = 0; t < count; t++) {
-                acc[n * stride_n + o * stride_o + l * stride_l] = running[t];
-                n_clipped += clipped[t] != 0;
-                if (++l == length) {
-                    l = 0;
-                    n++;
-                }
-            }
+            n_clipped += store_tile(running, clipped, count, length, o, strides, &n, &l, acc);
         }
     }
     return n_clipped;
