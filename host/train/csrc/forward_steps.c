@@ -30,6 +30,18 @@
 #define ALWAYS_INLINE static inline
 #endif
 
+/* The SIMD loops are compiled twice where gcc and glibc can pick at load time (an ifunc): for AVX2
+ * and for the baseline CPU. SIMD_CLONES_ANY_COUNT also lets a loop whose trip count is not a
+ * constant vectorize (-O2's cost model refuses loops that need a scalar epilogue). Elsewhere the
+ * same C, as the compiler makes it. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#define SIMD_CLONES_ANY_COUNT __attribute__((target_clones("avx2", "default"), optimize("vect-cost-model=dynamic")))
+#else
+#define SIMD_CLONES
+#define SIMD_CLONES_ANY_COUNT
+#endif
+
 #define DOUBLE_ROUNDING (-1) /* `mode` of TFLM's double rounding; otherwise a cqtf_rounding_t */
 
 /* One output channel, written by cqtf_int8_params and read by cqtf_int8_post, which also keeps its
@@ -325,12 +337,8 @@ static int vector_start(const cqtf_channel_t *restrict channels, int64_t n_chann
     return 1;
 }
 
-/* post_all for channels last (inner = 1), with the parameters in v, `span` elements at a time. The
- * loop's trip count is not a constant: -O2's cost model would not vectorize it (it needs an
- * epilogue). */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default"), optimize("vect-cost-model=dynamic")))
-#endif
+/* post_all for channels last (inner = 1), with the parameters in v, `span` elements at a time. */
+SIMD_CLONES_ANY_COUNT
 static void post_channels_last(const post_t *restrict p, vector_channels_t *restrict v, int64_t threshold,
                                totals_t *restrict t, int64_t outer, int64_t n_channels, const float *restrict acc,
                                int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
@@ -567,9 +575,7 @@ ALWAYS_INLINE void fixed_post_span(int64_t total, const void *restrict dot, int 
                     out_scale, q, exact, inside, high, low, negative, stats)
 
 /* The instances of fixed_post_span, one per accumulator type, rounding mode and shift direction. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default"), optimize("vect-cost-model=dynamic")))
-#endif
+SIMD_CLONES_ANY_COUNT
 static void fixed_post_channels_last(int64_t total, const void *restrict dot, int int64_acc, fixed_span_t *restrict v,
                                      int32_t fits, int64_t acc_min, int64_t acc_max, int32_t e, int32_t mode,
                                      int32_t relu, int32_t act_min, int32_t act_max, float out_scale,
@@ -962,9 +968,7 @@ ALWAYS_INLINE int64_t accumulate_all(int64_t out_channels, int64_t fan_in, int64
  * after each block. Writes acc[n * stride_n + o * stride_o + l * stride_l] (int64) and returns how
  * many outputs saturated somewhere. The caller's bounds: |block sum| + 2^acc_shift < 2^31,
  * 0 <= acc_shift <= 30, and the accumulator at most 31 bits (a sum of two running values fits int32). */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default"))) /* AVX2 where the CPU has it: 8 int32 lanes */
-#endif
+SIMD_CLONES /* AVX2 where the CPU has it: 8 int32 lanes */
 int64_t cqtf_block_accumulate(int64_t out_channels, int64_t fan_in, int64_t batch, int64_t length, int32_t grouped,
                               const int32_t *restrict weights, const int32_t *restrict cols, int64_t m_pad,
                               int64_t block, int32_t acc_shift, int32_t mode, int32_t acc_min, int32_t acc_max,
