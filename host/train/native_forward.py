@@ -214,14 +214,13 @@ def fixed_params(weight: torch.Tensor, bias: torch.Tensor, w_scale: float, pot_m
 
 ACC_TILE = 64  # forward_steps.c: outputs per tile; the columns' padded length is a multiple of it
 BLOCK_SUM_LIMIT = 2 ** 31  # |block sum| + 2^acc_shift below it: the block sums and their rounding stay int32
-
-
 SATURATING16 = (-(1 << 15), (1 << 15) - 1)  # the accumulator cqtf_saturating_accumulate16 computes
 
 
 def accumulator_columns(cols: torch.Tensor, dtype=torch.int32) -> torch.Tensor:
     """(N, K, L) or grouped (N, G, K, L) input columns (exact integers) as the C accumulators read
-    them: `dtype` (G, K, m_pad), column m = n * L + l, zero past N * L up to a multiple of ACC_TILE."""
+    them: `dtype` (G, K, m_pad), column m = n * L + l, zero past N * L up to a multiple of ACC_TILE.
+    From QuantLayer.device_columns: the reference of columns_from_codes (tests use it)."""
     grouped = cols.dim() == 4
     n, length = cols.shape[0], cols.shape[-1]
     k = cols.shape[-2]
