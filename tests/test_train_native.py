@@ -559,6 +559,7 @@ def test_columns_from_codes_equal_device_columns(kind, channels_last, wide):
     if channels_last and q.dim() == 4:
         q = q.contiguous(memory_format=torch.channels_last)
     codes, geometry, grouped = layer.column_geometry(q)
-    got = native_forward.columns_from_codes(codes, geometry, grouped, wide)
-    want = native_forward.accumulator_columns(layer.device_columns(q), torch.int32 if wide else torch.int16)
-    assert got.dtype == want.dtype and torch.equal(got, want)
+    got, length = native_forward.columns_from_codes(codes, geometry, grouped, wide)
+    device_columns = layer.device_columns(q)
+    want = native_forward.accumulator_columns(device_columns, torch.int32 if wide else torch.int16)
+    assert got.dtype == want.dtype and torch.equal(got, want) and length == device_columns.shape[-1]

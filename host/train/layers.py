@@ -319,8 +319,6 @@ def _saturating_walk(steps: np.ndarray, running: np.ndarray, lo: int, hi: int) -
     return final, (running < free_low[0]) | (running > free_high[0])
 
 
-
-
 def _append_row(t: np.ndarray, value: int) -> np.ndarray:
     return np.concatenate([t, np.full((1, t.shape[1]), value, dtype=np.int64)])
 
@@ -671,13 +669,10 @@ class QuantLayer(nn.Module):
         q, geometry, grouped = self.column_geometry(xq)
         saturating = native_forward.saturating16(block, p.acc_shift, acc_spec.min, acc_spec.max,
                                                  largest * self._input_code_bound())
-        columns = native_forward.columns_from_codes(q, geometry, grouped, wide=not saturating)
-        batch, out_channels = q.shape[0], p.weights.shape[0]
-        kh, kw, sh, sw, ph, pw = geometry
-        length = ((q.shape[2] + 2 * ph - kh) // sh + 1) * ((q.shape[3] + 2 * pw - kw) // sw + 1)
-        strides = self.accumulator_strides(out_channels, length)
+        columns, length = native_forward.columns_from_codes(q, geometry, grouped, wide=not saturating)
+        strides = self.accumulator_strides(p.weights.shape[0], length)
         return native_forward.block_accumulate(
-            self.device_weights(p.weights), columns, batch, length, block, p.acc_shift,
+            self.device_weights(p.weights), columns, q.shape[0], length, block, p.acc_shift,
             ROUNDING_CODES[acc_spec.block_rounding], acc_spec.min, acc_spec.max, strides, saturating)
 
     def _weight_ste(self, w_frac: int, weight: torch.Tensor) -> torch.Tensor:

@@ -234,13 +234,16 @@ def accumulator_columns(cols: torch.Tensor, dtype=torch.int32) -> torch.Tensor:
     return out
 
 
-def columns_from_codes(q: torch.Tensor, geometry: tuple[int, ...], grouped: bool, wide: bool) -> torch.Tensor:
+def columns_from_codes(q: torch.Tensor, geometry: tuple[int, ...], grouped: bool,
+                       wide: bool) -> tuple[torch.Tensor, int]:
     """accumulator_columns(device columns of q) without the unfold and its copies: the int64 codes q
     (N, C, H, W), any strides, read in C with the kernel geometry (KH, KW, SH, SW, PH, PW); int32
-    columns where wide, else int16 (codes of at most 16 bits)."""
+    columns where wide, else int16 (codes of at most 16 bits). Also returns the outputs per sample
+    (L = OH * OW)."""
     n, c, h, w = q.shape
     kh, kw, sh, sw, ph, pw = geometry
-    outputs = n * ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
+    length = ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
+    outputs = n * length
     m_pad = -(-outputs // ACC_TILE) * ACC_TILE
     shape = (c, kh * kw, m_pad) if grouped else (1, kh * kw * c, m_pad)
     cols = torch.empty(shape, dtype=torch.int32 if wide else torch.int16)
@@ -248,7 +251,7 @@ def columns_from_codes(q: torch.Tensor, geometry: tuple[int, ...], grouped: bool
     meta = torch.tensor([*q.stride(), n, c, h, w, *geometry], dtype=torch.int64)  # strides, dims, geometry
     _load().cqtf_accumulator_columns(q.data_ptr(), meta.data_ptr(), meta.data_ptr() + 32, meta.data_ptr() + 64,
                                      int(grouped), m_pad, cols.data_ptr(), int(wide))
-    return cols
+    return cols, length
 
 
 def saturating16(block: int, acc_shift: int, acc_min: int, acc_max: int, largest_product: int) -> bool:

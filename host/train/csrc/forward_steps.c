@@ -286,6 +286,15 @@ static inline void post_all(const post_t *restrict p, cqtf_channel_t *restrict c
 #define VECTOR_RIGHT_MAX 60
 #define SHIFT_BIAS ((int64_t)1 << 62)
 
+/* How many consecutive elements of channels-last storage the SIMD passes' parameters cover: whole
+ * positions, at least VECTOR_MIN_SPAN elements where they fit (n_channels <= VECTOR_SPAN). */
+static int64_t span_of(int64_t n_channels)
+{
+    const int64_t span = n_channels * (n_channels >= VECTOR_MIN_SPAN ? 1 : (VECTOR_MIN_SPAN + n_channels - 1) / n_channels);
+
+    return span > VECTOR_SPAN ? n_channels : span;
+}
+
 /* The channels' parameters repeated over `span` consecutive elements of channels-last storage
  * (element j has channel j % n_channels): few channels (8, 16) would leave a vector loop over one
  * position's channels in its scalar remainder. */
@@ -308,10 +317,7 @@ static int vector_start(const cqtf_channel_t *restrict channels, int64_t n_chann
         return 0;
     }
     *threshold = mode == DOUBLE_ROUNDING ? -((int64_t)1 << 30) : 0;
-    v->span = n_channels * (n_channels >= VECTOR_MIN_SPAN ? 1 : (VECTOR_MIN_SPAN + n_channels - 1) / n_channels);
-    if (v->span > VECTOR_SPAN) {
-        v->span = n_channels;
-    }
+    v->span = span_of(n_channels);
     for (c = 0; c < n_channels; c++) {
         const int64_t e = channels[c].right;
 
@@ -432,62 +438,6 @@ void cqtf_int8_post(int64_t outer, int64_t n_channels, int64_t inner, int32_t mo
 
 enum { FX_ANY_HIGH, FX_ANY_LOW, FX_ANY_NEGATIVE, FX_HIGH, FX_HIGH_OR_LOW, FX_VECTORIZED };
 
-/* The element loop of cqtf_fixed_post: dot is float32 (exact integers) or, with int64_acc, int64 (an
- * accumulator already summed block by block); a constant in each inlined instance. */
-static inline void fixed_post_all(int64_t outer, int64_t n_channels, int64_t inner, const void *restrict dot,
-                                  int int64_acc, const int64_t *restrict bias, int32_t fits, int64_t acc_min,
-                                  int64_t acc_max, int32_t out_shift, int32_t mode, int32_t relu, int32_t act_min,
-                                  int32_t act_max, float out_scale, int64_t *restrict q, float *restrict exact,
-                                  uint8_t *restrict inside, uint8_t *restrict high, uint8_t *restrict low,
-                                  uint8_t *restrict negative, int64_t *restrict stats, int64_t *restrict biased_range)
-{
-    int64_t o, c, i, k = 0;
-    int64_t lowest_biased = INT64_MAX, highest_biased = INT64_MIN, n_high = 0, n_high_or_low = 0;
-    uint8_t any_high = 0, any_low = 0, any_negative = 0;
-
-    for (o = 0; o < outer; o++) {
-        for (c = 0; c < n_channels; c++) {
-            const int64_t b = bias[c];
-
-            for (i = 0; i < inner; i++, k++) {
-                const int64_t sum = int64_acc ? ((const int64_t *)dot)[k] : (int64_t)((const float *)dot)[k];
-                const int64_t biased = sum + b;
-                const int64_t saturated = biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased);
-                const int64_t acc = fits ? biased : saturated;
-                const int64_t pre = round_shift_fast(acc, out_shift, mode);
-                const int64_t clamped_low = pre < act_min ? act_min : pre;
-                const int64_t v = clamped_low > act_max ? act_max : clamped_low;
-                const uint8_t above = (uint8_t)((pre > act_max) | (acc == acc_max));
-                const uint8_t below = (uint8_t)((pre < act_min) | (acc == acc_min));
-                const uint8_t dead = (uint8_t)(pre < 0);
-
-                lowest_biased = biased < lowest_biased ? biased : lowest_biased;
-                highest_biased = biased > highest_biased ? biased : highest_biased;
-                any_high |= above;
-                any_low |= below;
-                any_negative |= dead;
-                n_high += above;
-                n_high_or_low += above | below;
-                high[k] = above;
-                low[k] = below;
-                negative[k] = dead;
-                inside[k] = (uint8_t)!(above | (relu ? dead : below));
-                q[k] = v;
-                exact[k] = (float)v * out_scale;
-            }
-        }
-    }
-    stats[FX_ANY_HIGH] = any_high;
-    stats[FX_ANY_LOW] = any_low;
-    stats[FX_ANY_NEGATIVE] = any_negative;
-    stats[FX_HIGH] = n_high;
-    stats[FX_HIGH_OR_LOW] = n_high_or_low;
-    biased_range[0] = lowest_biased;
-    biased_range[1] = highest_biased;
-}
-
-/* ---- The same pass in SIMD: channels last ---- */
-
 /* cqtf_round_shift(x, e, mode) for |x| < 2^60, -31 <= e <= 60, branch-free: a right shift is the
  * floor of x plus a nudge over 2^e, a logical shift of that plus 2^62 (non-negative) less 2^62 >> e
  * (AVX2 has no arithmetic shift of 64-bit lanes); half to even nudges by 2^(e-1) - 1 plus the
@@ -518,21 +468,104 @@ ALWAYS_INLINE int64_t round_shift64(int64_t x, int32_t e, int32_t mode, int left
     }
 }
 
-/* Per element slot of a span (as vector_channels_t): the bias, and the extremes and counts seen. */
+/* What every element of the fixed-point post step reads (see cqtf_fixed_post). */
+typedef struct {
+    int64_t acc_min, acc_max;
+    int32_t fits, out_shift, mode, relu, act_min, act_max;
+    float out_scale;
+} fixed_post_t;
+
+/* Running counts over all elements (locals, so they stay in registers). */
+typedef struct {
+    int64_t n_high, n_low, n_negative, n_high_or_low;
+} fixed_totals_t;
+
+/* One element k of the fixed-point post step from its dot product `sum` and its channel's bias;
+ * returns sum + bias (for the observer's range). The output's rounding shift is round_shift64 in
+ * the SIMD pass (`simd`; `mode` and `left` constants there) and the general round_shift_fast in the
+ * scalar loop. */
+ALWAYS_INLINE int64_t fixed_post_one(const fixed_post_t *restrict p, fixed_totals_t *restrict t, int64_t sum,
+                                     int64_t bias, int simd, int32_t mode, int left, int64_t k, int64_t *restrict q,
+                                     float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high,
+                                     uint8_t *restrict low, uint8_t *restrict negative)
+{
+    const int64_t biased = sum + bias;
+    const int64_t saturated = biased < p->acc_min ? p->acc_min : (biased > p->acc_max ? p->acc_max : biased);
+    const int64_t acc = p->fits ? biased : saturated;
+    const int64_t pre = simd ? round_shift64(acc, p->out_shift, mode, left) : round_shift_fast(acc, p->out_shift, mode);
+    const int64_t clamped = pre < p->act_min ? p->act_min : (pre > p->act_max ? p->act_max : pre);
+    const uint8_t above = (uint8_t)((pre > p->act_max) | (acc == p->acc_max));
+    const uint8_t below = (uint8_t)((pre < p->act_min) | (acc == p->acc_min));
+    const uint8_t dead = (uint8_t)(pre < 0);
+
+    t->n_high += above;
+    t->n_low += below;
+    t->n_negative += dead;
+    t->n_high_or_low += above | below;
+    high[k] = above;
+    low[k] = below;
+    negative[k] = dead;
+    inside[k] = (uint8_t)!(above | (p->relu ? dead : below));
+    q[k] = clamped;
+    exact[k] = (float)(int32_t)clamped * p->out_scale;
+    return biased;
+}
+
+ALWAYS_INLINE void fixed_post_stats(const fixed_totals_t *t, int64_t *restrict stats)
+{
+    stats[FX_ANY_HIGH] = t->n_high > 0;
+    stats[FX_ANY_LOW] = t->n_low > 0;
+    stats[FX_ANY_NEGATIVE] = t->n_negative > 0;
+    stats[FX_HIGH] = t->n_high;
+    stats[FX_HIGH_OR_LOW] = t->n_high_or_low;
+}
+
+/* The scalar loop of cqtf_fixed_post, any layout: dot is float32 (exact integers) or, with
+ * int64_acc, int64 (an accumulator already summed block by block); a constant in each inlined
+ * instance. */
+static inline void fixed_post_all(const fixed_post_t *restrict p, int64_t outer, int64_t n_channels, int64_t inner,
+                                  const void *restrict dot, int int64_acc, const int64_t *restrict bias,
+                                  int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
+                                  uint8_t *restrict high, uint8_t *restrict low, uint8_t *restrict negative,
+                                  int64_t *restrict stats, int64_t *restrict biased_range)
+{
+    fixed_totals_t t = {0, 0, 0, 0};
+    int64_t o, c, i, k = 0, lowest = INT64_MAX, highest = INT64_MIN;
+
+    for (o = 0; o < outer; o++) {
+        for (c = 0; c < n_channels; c++) {
+            for (i = 0; i < inner; i++, k++) {
+                const int64_t sum = int64_acc ? ((const int64_t *)dot)[k] : (int64_t)((const float *)dot)[k];
+                const int64_t biased = fixed_post_one(p, &t, sum, bias[c], 0, p->mode, 0, k, q, exact, inside, high,
+                                                      low, negative);
+
+                lowest = biased < lowest ? biased : lowest;
+                highest = biased > highest ? biased : highest;
+            }
+        }
+    }
+    fixed_post_stats(&t, stats);
+    biased_range[0] = lowest;
+    biased_range[1] = highest;
+}
+
+/* ---- The same pass in SIMD: channels last ---- */
+
+/* Per element slot of a span (as vector_channels_t): the bias, and the extremes seen. */
 typedef struct {
     int64_t span;
     int64_t bias[VECTOR_SPAN], lowest[VECTOR_SPAN], highest[VECTOR_SPAN];
 } fixed_span_t;
 
 /* fixed_post_all for channels last: `span` elements at a time; int64_acc, mode and left constants. */
-ALWAYS_INLINE void fixed_post_span(int64_t total, const void *restrict dot, int int64_acc, fixed_span_t *restrict v,
-                                   int32_t fits, int64_t acc_min, int64_t acc_max, int32_t e, int32_t mode, int left,
-                                   int32_t relu, int32_t act_min, int32_t act_max, float out_scale,
+ALWAYS_INLINE void fixed_post_span(const fixed_post_t *restrict p, int64_t total, const void *restrict dot,
+                                   int int64_acc, fixed_span_t *restrict v, int32_t mode, int left,
                                    int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
                                    uint8_t *restrict high, uint8_t *restrict low, uint8_t *restrict negative,
-                                   int64_t *restrict counts)
+                                   int64_t *restrict stats)
 {
-    int64_t k0, j, n_high = 0, n_high_or_low = 0, n_low = 0, n_negative = 0;
+    fixed_totals_t t = {0, 0, 0, 0};
+    int64_t k0, j;
 
     for (k0 = 0; k0 < total; k0 += v->span) {
         const int64_t count = total - k0 < v->span ? total - k0 : v->span;
@@ -540,50 +573,27 @@ ALWAYS_INLINE void fixed_post_span(int64_t total, const void *restrict dot, int 
         for (j = 0; j < count; j++) {
             const int64_t sum = int64_acc ? ((const int64_t *)dot)[k0 + j]
                                           : (int64_t)(int32_t)((const float *)dot)[k0 + j];
-            const int64_t biased = sum + v->bias[j];
-            const int64_t saturated = biased < acc_min ? acc_min : (biased > acc_max ? acc_max : biased);
-            const int64_t acc = fits ? biased : saturated;
-            const int64_t pre = round_shift64(acc, e, mode, left);
-            const int64_t clamped = pre < act_min ? act_min : (pre > act_max ? act_max : pre);
-            const uint8_t above = (uint8_t)((pre > act_max) | (acc == acc_max));
-            const uint8_t below = (uint8_t)((pre < act_min) | (acc == acc_min));
-            const uint8_t dead = (uint8_t)(pre < 0);
+            const int64_t biased = fixed_post_one(p, &t, sum, v->bias[j], 1, mode, left, k0 + j, q, exact, inside,
+                                                  high, low, negative);
 
             v->lowest[j] = biased < v->lowest[j] ? biased : v->lowest[j];
             v->highest[j] = biased > v->highest[j] ? biased : v->highest[j];
-            n_high += above;
-            n_low += below;
-            n_negative += dead;
-            n_high_or_low += above | below;
-            high[k0 + j] = above;
-            low[k0 + j] = below;
-            negative[k0 + j] = dead;
-            inside[k0 + j] = (uint8_t)!(above | (relu ? dead : below));
-            q[k0 + j] = clamped;
-            exact[k0 + j] = (float)(int32_t)clamped * out_scale;
         }
     }
-    counts[FX_ANY_HIGH] = n_high > 0;
-    counts[FX_ANY_LOW] = n_low > 0;
-    counts[FX_ANY_NEGATIVE] = n_negative > 0;
-    counts[FX_HIGH] = n_high;
-    counts[FX_HIGH_OR_LOW] = n_high_or_low;
+    fixed_post_stats(&t, stats);
 }
 
-#define FIXED_INSTANCE(int64_acc, mode, left)                                                                   \
-    fixed_post_span(total, dot, int64_acc, v, fits, acc_min, acc_max, e, mode, left, relu, act_min, act_max,    \
-                    out_scale, q, exact, inside, high, low, negative, stats)
+#define FIXED_INSTANCE(int64_acc, mode, left) \
+    fixed_post_span(p, total, dot, int64_acc, v, mode, left, q, exact, inside, high, low, negative, stats)
 
 /* The instances of fixed_post_span, one per accumulator type, rounding mode and shift direction. */
 SIMD_CLONES_ANY_COUNT
-static void fixed_post_channels_last(int64_t total, const void *restrict dot, int int64_acc, fixed_span_t *restrict v,
-                                     int32_t fits, int64_t acc_min, int64_t acc_max, int32_t e, int32_t mode,
-                                     int32_t relu, int32_t act_min, int32_t act_max, float out_scale,
-                                     int64_t *restrict q, float *restrict exact, uint8_t *restrict inside,
-                                     uint8_t *restrict high, uint8_t *restrict low, uint8_t *restrict negative,
-                                     int64_t *restrict stats)
+static void fixed_post_channels_last(const fixed_post_t *restrict p, int64_t total, const void *restrict dot,
+                                     int int64_acc, fixed_span_t *restrict v, int64_t *restrict q,
+                                     float *restrict exact, uint8_t *restrict inside, uint8_t *restrict high,
+                                     uint8_t *restrict low, uint8_t *restrict negative, int64_t *restrict stats)
 {
-    if (e <= 0) {
+    if (p->out_shift <= 0) {
         if (int64_acc) {
             FIXED_INSTANCE(1, CQTF_ROUND_HALF_UP, 1);
         } else {
@@ -592,7 +602,7 @@ static void fixed_post_channels_last(int64_t total, const void *restrict dot, in
         return;
     }
 #define BY_MODE(int64_acc)                                          \
-    switch (mode) {                                                 \
+    switch (p->mode) {                                              \
     case CQTF_ROUND_FLOOR:                                          \
         FIXED_INSTANCE(int64_acc, CQTF_ROUND_FLOOR, 0);             \
         break;                                                      \
@@ -634,38 +644,36 @@ void cqtf_fixed_post(int64_t outer, int64_t n_channels, int64_t inner, const voi
                      uint8_t *restrict low, uint8_t *restrict negative, int64_t *restrict stats,
                      double *restrict acc_range)
 {
+    const fixed_post_t p = {acc_min, acc_max, fits, out_shift, mode, relu, act_min, act_max, out_scale};
     int64_t biased_range[2];
     fixed_span_t span;
 
-    if (inner == 1 && n_channels <= VECTOR_SPAN && out_shift >= -31 && out_shift <= VECTOR_RIGHT_MAX
-        && acc_min > -((int64_t)1 << 40) && acc_max < ((int64_t)1 << 40)) { /* |acc| < 2^60 in round_shift64 */
-        const int64_t total = outer * n_channels;
+    stats[FX_VECTORIZED] = inner == 1 && n_channels <= VECTOR_SPAN && out_shift >= -31
+                           && out_shift <= VECTOR_RIGHT_MAX && acc_min > -((int64_t)1 << 40)
+                           && acc_max < ((int64_t)1 << 40); /* |acc| < 2^60 in round_shift64 */
+    if (stats[FX_VECTORIZED]) {
         int64_t j;
 
-        span.span = n_channels * (n_channels >= VECTOR_MIN_SPAN ? 1 : (VECTOR_MIN_SPAN + n_channels - 1) / n_channels);
-        span.span = span.span > VECTOR_SPAN ? n_channels : span.span;
+        span.span = span_of(n_channels);
         for (j = 0; j < span.span; j++) {
             span.bias[j] = bias[j % n_channels];
             span.lowest[j] = INT64_MAX;
             span.highest[j] = INT64_MIN;
         }
-        fixed_post_channels_last(total, dot, int64_acc, &span, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
-                                 act_max, out_scale, q, exact, inside, high, low, negative, stats);
+        fixed_post_channels_last(&p, outer * n_channels, dot, int64_acc, &span, q, exact, inside, high, low, negative,
+                                 stats);
         biased_range[0] = INT64_MAX;
         biased_range[1] = INT64_MIN;
         for (j = 0; j < span.span; j++) {
             biased_range[0] = span.lowest[j] < biased_range[0] ? span.lowest[j] : biased_range[0];
             biased_range[1] = span.highest[j] > biased_range[1] ? span.highest[j] : biased_range[1];
         }
-        stats[FX_VECTORIZED] = 1;
     } else if (int64_acc) {
-        stats[FX_VECTORIZED] = 0;
-        fixed_post_all(outer, n_channels, inner, dot, 1, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
-                       act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
+        fixed_post_all(&p, outer, n_channels, inner, dot, 1, bias, q, exact, inside, high, low, negative, stats,
+                       biased_range);
     } else {
-        stats[FX_VECTORIZED] = 0;
-        fixed_post_all(outer, n_channels, inner, dot, 0, bias, fits, acc_min, acc_max, out_shift, mode, relu, act_min,
-                       act_max, out_scale, q, exact, inside, high, low, negative, stats, biased_range);
+        fixed_post_all(&p, outer, n_channels, inner, dot, 0, bias, q, exact, inside, high, low, negative, stats,
+                       biased_range);
     }
     acc_range[0] = (double)biased_range[0] * acc_scale;
     acc_range[1] = (double)biased_range[1] * acc_scale;
